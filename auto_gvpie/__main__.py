@@ -1,0 +1,5 @@
+import sys
+
+from auto_gvpie.orchestrator import main
+
+sys.exit(main())

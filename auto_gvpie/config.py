@@ -1,0 +1,130 @@
+"""Settings: defaults < <home>/gvpie.toml < GVPIE_* environment variables < command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+CONFIG_FILE = "gvpie.toml"
+STATE_DIR = ".gvpie"
+
+
+class ConfigError(Exception):
+    """A setting has a value that cannot be used; the message names where it came from."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    tasks_file: Path
+    repo: Path
+    llm: str = "http"  # "http" (any OpenAI-compatible server) or "embedded"
+    llm_url: str = "http://127.0.0.1:1234/v1"
+    model: str | None = None
+    llm_timeout: float = 180.0
+    llm_retries: int = 4
+    context_window: int = 8192
+    max_answer_tokens: int = 2048
+    edit_format: str = "auto"  # auto | whole | search_replace | udiff
+    test_timeout: float = 300.0
+    apply: str = "checkout"  # checkout | branch | none
+    memory: bool = True
+    gpu: bool = False  # also run pixel programs on the GPU runner
+    model_cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "auto-gvpie" / "models")
+    interval: float = 30.0
+    workers: int = 1
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / STATE_DIR
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+
+_CHOICES = {
+    "llm": ("http", "embedded"),
+    "edit_format": ("auto", "whole", "search_replace", "udiff"),
+    "apply": ("checkout", "branch", "none"),
+}
+_PATH_KEYS = ("home", "tasks_file", "repo", "model_cache")
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a raw value (a string from the environment, or a TOML value) into the field's type."""
+    default_type = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    try:
+        if name in _PATH_KEYS:
+            return Path(os.path.expanduser(str(value)))
+        if "bool" in default_type:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if "float" in default_type:
+            return float(value)
+        if "int" in default_type:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        text = str(value)
+        if name in _CHOICES and text not in _CHOICES[name]:
+            raise ValueError(f"expected one of {', '.join(_CHOICES[name])}")
+        return text
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {name}: {exc} (got {value!r})") from None
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    aliases = {"TASKS": "tasks_file"}
+    found = {}
+    for key, value in env.items():
+        if not key.startswith("GVPIE_") or value == "":
+            continue
+        name = aliases.get(key[6:], key[6:].lower())
+        if name in names:
+            found[name] = _coerce(name, value, f"environment variable {key}")
+    return found
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    names = {f.name for f in dataclasses.fields(Settings)} - {"home"}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+
+
+def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Merge the four layers; `cli` holds only the flags the user actually gave (None means not given)."""
+    env = os.environ if env is None else env
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    from_env = _from_env(env)
+    home = Path(cli.get("home") or from_env.get("home") or Path.cwd()).expanduser().resolve()
+    merged: dict[str, Any] = {}
+    merged.update(_from_file(home / CONFIG_FILE))
+    merged.update(from_env)
+    merged.update({k: _coerce(k, v, f"--{k.replace('_', '-')}") for k, v in cli.items()})
+    merged["home"] = home
+    merged["tasks_file"] = Path(merged.get("tasks_file") or home / "auto_tasks.json")
+    merged["repo"] = Path(merged.get("repo") or home)
+    for key in ("tasks_file", "repo"):
+        if not merged[key].is_absolute():
+            merged[key] = (home / merged[key]).resolve() if key not in cli else merged[key].resolve()
+    return Settings(**merged)

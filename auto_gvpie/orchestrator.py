@@ -1,0 +1,316 @@
+"""Command line of Auto-GVPIE: parse the flags, call the package, turn errors into exit codes.
+
+Exit codes: 0 every processed task done (or nothing to do); 1 some task failed;
+2 usage or input error; 3 the LLM server cannot be reached (tasks stay pending).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python auto_gvpie/orchestrator.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from auto_gvpie.config import ConfigError, Settings, load_settings
+from auto_gvpie.tasks import (FINISHED, InboxError, StateStore, Task, append_task, effective_status,
+                              read_inbox, runnable)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+log = logging.getLogger("auto_gvpie")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="auto-gvpie",
+        description="Autonomous development worker: takes tasks from auto_tasks.json, asks a local LLM for a "
+                    "patch or a pixel program, tests it in an isolated git worktree, retries, remembers.",
+        epilog="Exit codes: 0 all processed tasks done (or nothing to do), 1 some task failed, "
+               "2 usage or input error, 3 the LLM server cannot be reached (tasks stay pending).")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="process pending tasks, then exit (the default)")
+    mode.add_argument("--status", action="store_true", help="tasks by status, with attempts and last error")
+    mode.add_argument("--daemon", action="store_true", help="long-running worker, woken by changes to the task file")
+    mode.add_argument("--dry-run", action="store_true", help="show what would be done; change nothing")
+    mode.add_argument("--add", metavar="TITLE", help="append a task safely")
+    p.add_argument("--max-tasks", type=int, metavar="N", help="at most N tasks this run")
+    p.add_argument("--home", metavar="DIR", help="where auto_tasks.json, artifacts/, lancedb/ live (default: .)")
+    p.add_argument("--tasks", metavar="FILE", help="task file (default: HOME/auto_tasks.json)")
+    p.add_argument("--repo", metavar="DIR", help="target git repository (default: HOME)")
+    p.add_argument("--llm", choices=("http", "embedded"), help="'embedded': the bundled local model instead of a server")
+    p.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible server (default: LM Studio, http://127.0.0.1:1234/v1)")
+    p.add_argument("--model", metavar="NAME", help="model name (default: auto-detected from the server)")
+    p.add_argument("--json", action="store_true", help="one machine-readable JSON object on stdout")
+    add = p.add_argument_group("task fields for --add")
+    add.add_argument("--kind", choices=("code", "pixel"))
+    add.add_argument("--description", metavar="TEXT")
+    add.add_argument("--input", action="append", metavar="P", dest="inputs", help="input path in the repo (repeatable)")
+    add.add_argument("--test", action="append", metavar="CMD", dest="tests", help="test command (repeatable)")
+    add.add_argument("--priority", type=int, metavar="N", help="higher runs first (default 5)")
+    add.add_argument("--depends-on", action="append", metavar="ID", dest="depends_on")
+    add.add_argument("--max-attempts", type=int, metavar="N")
+    add.add_argument("--id", metavar="ID", dest="task_id")
+    more = p.add_argument_group("worker settings (also GVPIE_* variables and HOME/gvpie.toml)")
+    more.add_argument("--edit-format", choices=("auto", "whole", "search_replace", "udiff"))
+    more.add_argument("--apply", choices=("checkout", "branch", "none"),
+                      help="where a finished patch goes: your working tree (default), a new branch, or artifacts only")
+    more.add_argument("--gpu", action="store_true", default=None, help="also run pixel programs on the GPU runner")
+    more.add_argument("--no-memory", action="store_false", dest="memory", default=None, help="do not use LanceDB memory")
+    more.add_argument("--interval", type=float, metavar="S", help="daemon: seconds between backstop re-scans")
+    more.add_argument("--workers", type=int, metavar="N", help="daemon: tasks run at once (default 1)")
+    more.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr too")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings({
+        "home": args.home, "tasks_file": args.tasks, "repo": args.repo, "llm": args.llm, "llm_url": args.llm_url,
+        "model": args.model, "edit_format": args.edit_format, "apply": args.apply, "gpu": args.gpu,
+        "memory": args.memory, "interval": args.interval, "workers": args.workers})
+
+
+def _setup_logging(settings: Settings | None, verbose: bool) -> None:
+    root = logging.getLogger("auto_gvpie")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root.addHandler(console)
+    if settings is not None:
+        logs = settings.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(logs / "gvpie.log", maxBytes=2_000_000, backupCount=5)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+        root.addHandler(handler)
+
+
+class StatusLine:
+    """One live line on stderr: task, attempt, stage. Rewritten in place on a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, task_id: str, attempt: int, stage: str) -> None:
+        if not self.enabled:
+            return
+        text = f"[{task_id}] attempt {attempt}: {stage}"
+        if self.tty:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
+            sys.stderr.write("\r\033[K" + text[:width])
+            sys.stderr.flush()
+        elif not (stage.startswith("LLM answering") and self.last.startswith("LLM answering")):
+            print(text, file=sys.stderr)
+        self.last = stage
+
+    def done(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(("\r\033[K" if self.tty else "") + text + "\n")
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    fields = {"title": args.add}
+    for key, value in (("id", args.task_id), ("kind", args.kind), ("description", args.description),
+                       ("inputs", args.inputs), ("tests", args.tests), ("priority", args.priority),
+                       ("depends_on", args.depends_on), ("max_attempts", args.max_attempts)):
+        if value is not None:
+            fields[key] = value
+    task = append_task(settings.tasks_file, fields)
+    if args.json:
+        print(json.dumps({"added": {"id": task.id, "title": task.title, "kind": task.kind}}))
+    else:
+        print(f"added {task.id} ({task.kind}) to {settings.tasks_file}")
+    return EXIT_OK
+
+
+def _store(settings: Settings, readonly: bool) -> StateStore:
+    return StateStore(settings.state_dir, readonly=readonly)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    tasks = read_inbox(settings.tasks_file)
+    store = _store(settings, readonly=True)
+    states = store.all()
+    _, why = runnable(tasks, states)
+    rows = []
+    for task in tasks:
+        state = states.get(task.id)
+        status = effective_status(task, state)
+        error = (state.last_error if state else None) or (why.get(task.id) if status == "pending" else None)
+        rows.append((task, status, state.attempts if state else 0, error, state.stage if state else None))
+    counts = {s: 0 for s in ("pending", "in_progress", "done", "failed", "cancelled")}
+    for _, status, *_ in rows:
+        counts[status] += 1
+    if args.json:
+        print(json.dumps({"counts": counts, "tasks": [
+            {"id": t.id, "title": t.title, "status": s, "attempts": a, "error": e} for t, s, a, e, _ in rows]}))
+        return EXIT_OK
+    print(f"tasks: {settings.tasks_file}   " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    for line in _daemon_lines(settings, store):
+        print(line)
+    print(_memory_line(settings))
+    if not rows:
+        print("no tasks yet — add one with: auto-gvpie --add 'TITLE'")
+        return EXIT_OK
+    head = ("ID", "KIND", "STATUS", "TRIES", "PRI", "LAST ERROR / STAGE")
+    table = [(t.id, t.kind + ("*" if t.kind_inferred else ""), s, f"{a}/{t.max_attempts}", str(t.priority),
+              (stage if s == "in_progress" and stage else e or "").replace("\n", " ")[:70])
+             for t, s, a, e, stage in rows]
+    widths = [max(len(r[i]) for r in [head, *table]) for i in range(5)]
+    for row in [head, *table]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
+    if any(t.kind_inferred for t, *_ in rows):
+        print("* kind inferred from the title and description (set \"kind\" to choose)")
+    return EXIT_OK
+
+
+def _daemon_lines(settings: Settings, store: StateStore) -> list[str]:
+    try:
+        from auto_gvpie.daemon import describe
+    except ImportError:
+        return []
+    return describe(settings, store)
+
+
+def _memory_line(settings: Settings) -> str:
+    if not settings.memory:
+        return "memory: off"
+    if not (settings.home / "lancedb").exists():
+        return "memory: empty (nothing recorded yet)"
+    from auto_gvpie.memory import Memory
+    memory = Memory(settings.home)
+    try:
+        return memory.summary_line()
+    finally:
+        memory.close()
+
+
+def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
+    tasks = read_inbox(settings.tasks_file)
+    states = _store(settings, readonly=True).all()
+    ready, why = runnable(tasks, states)
+    if args.max_tasks is not None:
+        ready = ready[: args.max_tasks]
+    llm = "the embedded model" if settings.llm == "embedded" else f"{settings.llm_url} ({settings.model or 'model auto-detected'})"
+    plan = []
+    for task in ready:
+        attempts = states[task.id].attempts if task.id in states else 0
+        plan.append({"id": task.id, "title": task.title, "kind": task.kind, "kind_inferred": task.kind_inferred,
+                     "priority": task.priority, "attempts_left": task.max_attempts - attempts,
+                     "inputs": list(task.inputs), "tests": list(task.tests)})
+    if args.json:
+        print(json.dumps({"would_run": plan, "not_ready": why, "llm": llm}))
+        return EXIT_OK
+    print(f"dry run: nothing is changed and no LLM is called (would ask {llm})")
+    if not plan:
+        print("nothing to do")
+    for n, item in enumerate(plan, 1):
+        kind = item["kind"] + (" (inferred)" if item["kind_inferred"] else "")
+        print(f"{n}. {item['id']} [{kind}, priority {item['priority']}, up to {item['attempts_left']} attempt(s)]: {item['title']}")
+        if item["kind"] == "code":
+            print(f"   would work in a git worktree of {settings.repo}; inputs: {', '.join(item['inputs']) or '(none)'}")
+            for test in item["tests"]:
+                print(f"   would run: {test}")
+        else:
+            print(f"   would write {settings.artifacts_dir}/{item['id']}.json and .png")
+    for task_id, reason in why.items():
+        print(f"   not ready: {task_id}: {reason}")
+    return EXIT_OK
+
+
+def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
+    from auto_gvpie.engine import Engine, run_pending
+    from auto_gvpie.llm import open_llm
+    from auto_gvpie.memory import Memory
+    from auto_gvpie.workspace import prune_orphans
+
+    tasks = read_inbox(settings.tasks_file)
+    store = _store(settings, readonly=False)
+    store.sync(tasks)
+    store.recover_stale()
+    ready, _ = runnable(tasks, store.all())
+    if not ready:
+        return _report(args, [], "nothing to do")
+    live = {i for i, s in store.all().items() if s.status == "in_progress"}
+    if (settings.repo / ".git").exists():
+        prune_orphans(settings.repo, settings.state_dir, keep=live)
+    llm = open_llm(settings)
+    memory = Memory(settings.home, enabled=settings.memory)
+    status_line = StatusLine(enabled=not args.json)
+    engine = Engine(settings, store, llm, memory, owner=f"once-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+                    progress=status_line)
+    started = time.monotonic()
+    try:
+        outcomes = run_pending(engine, settings.tasks_file, args.max_tasks)
+    finally:
+        memory.close()
+    for outcome in outcomes:
+        status_line.done(f"{outcome.task_id}: {outcome.status} after {outcome.attempts} attempt(s)"
+                         + (f" — {outcome.error}" if outcome.error else "") + (f" — {outcome.note}" if outcome.note else ""))
+    return _report(args, outcomes, f"processed {len(outcomes)} task(s) in {time.monotonic() - started:.1f} s")
+
+
+def _report(args: argparse.Namespace, outcomes: list, summary: str) -> int:
+    done = sum(o.status == "done" for o in outcomes)
+    failed = sum(o.status == "failed" for o in outcomes)
+    if args.json:
+        print(json.dumps({"processed": len(outcomes), "done": done, "failed": failed,
+                          "tasks": [o.as_json() for o in outcomes]}))
+    else:
+        print(f"{summary}: {done} done, {failed} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_tasks is not None and args.max_tasks < 1:
+        print("auto-gvpie: --max-tasks must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    from auto_gvpie.llm import LLMError, LLMUnreachable
+    from auto_gvpie.workspace import WorkspaceError
+    try:
+        settings = _settings(args)
+        writes = not (args.status or args.dry_run or args.add)
+        _setup_logging(settings if writes else None, args.verbose)
+        if args.add:
+            return cmd_add(args, settings)
+        if args.status:
+            return cmd_status(args, settings)
+        if args.dry_run:
+            return cmd_dry_run(args, settings)
+        if args.daemon:
+            from auto_gvpie.daemon import run_daemon
+            return run_daemon(settings, json_output=args.json, verbose=args.verbose)
+        return cmd_once(args, settings)
+    except (ConfigError, InboxError, WorkspaceError) as exc:
+        print(f"auto-gvpie: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LLMUnreachable as exc:
+        print(f"auto-gvpie: {exc}\nTasks were left pending.", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"processed": 0, "done": 0, "failed": 0, "tasks": [], "error": str(exc)}))
+        return EXIT_UNREACHABLE
+    except LLMError as exc:
+        print(f"auto-gvpie: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nauto-gvpie: interrupted; the running task went back to pending", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Isolated git worktrees for tasks, and bringing a finished patch back to the user's checkout.
+
+The user's checkout is only ever touched by `apply_to_checkout`, which applies a
+patch in one `git apply` (all or nothing) and only to files without local changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class WorkspaceError(Exception):
+    """The target repository cannot be used; the message says why."""
+
+
+def git(repo: Path, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, input=input)
+    if check and proc.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def check_repo(repo: Path) -> None:
+    if not repo.is_dir():
+        raise WorkspaceError(f"target repository {repo} does not exist (pass --repo DIR)")
+    if git(repo, "rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
+        raise WorkspaceError(f"{repo} is not a git repository (pass --repo DIR, or run `git init` there)")
+    if git(repo, "rev-parse", "--verify", "HEAD", check=False).returncode != 0:
+        raise WorkspaceError(f"{repo} has no commits yet; commit once so tasks have a base to start from")
+
+
+def worktrees_dir(state_dir: Path) -> Path:
+    return state_dir / "worktrees"
+
+
+class Worktree:
+    """A detached worktree of HEAD for one task; removed on exit whatever happened."""
+
+    def __init__(self, repo: Path, state_dir: Path, name: str):
+        self.repo = repo
+        self.path = worktrees_dir(state_dir) / name
+        self.base: str | None = None
+
+    def __enter__(self) -> "Worktree":
+        check_repo(self.repo)
+        if self.path.exists():
+            self.remove()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.base = git(self.repo, "rev-parse", "HEAD").stdout.strip()
+        git(self.repo, "worktree", "add", "--detach", str(self.path), self.base)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        git(self.repo, "worktree", "remove", "--force", str(self.path), check=False)
+        if self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+        git(self.repo, "worktree", "prune", check=False)
+
+    def diff(self) -> str:
+        """Everything changed since the base, new files included, as one patch."""
+        git(self.path, "add", "-A")
+        return git(self.path, "diff", "--cached", "--binary", self.base or "HEAD").stdout
+
+
+def prune_orphans(repo: Path, state_dir: Path, keep: set[str] = frozenset()) -> list[Path]:
+    """Remove worktrees left by a worker that died (kill -9, power loss); `keep` names live tasks."""
+    root = worktrees_dir(state_dir)
+    removed = []
+    if root.is_dir():
+        for path in sorted(root.iterdir()):
+            if path.name in keep:
+                continue
+            git(repo, "worktree", "remove", "--force", str(path), check=False)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if (repo / ".git").exists():
+        git(repo, "worktree", "prune", check=False)
+    if removed:
+        log.warning("removed %d orphaned worktree(s)", len(removed))
+    return removed
+
+
+def patch_files(patch: str) -> list[str]:
+    files = []
+    for line in patch.splitlines():
+        if line.startswith("diff --git "):
+            files.append(line.split(" b/", 1)[-1])
+    return files
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    applied: bool
+    message: str
+
+
+def apply_to_checkout(repo: Path, patch: str, mode: str = "checkout", branch: str | None = None) -> ApplyResult:
+    """Bring a finished patch to the user: into the working tree (only where they have no local
+    changes to the same files), or as a commit on a new branch, or not at all."""
+    if mode == "none" or not patch.strip():
+        return ApplyResult(False, "patch kept in artifacts only")
+    if mode == "branch":
+        return _commit_to_branch(repo, patch, branch or "gvpie/task")
+    files = patch_files(patch)
+    dirty = git(repo, "status", "--porcelain", "--untracked-files=all", "--", *files).stdout.splitlines()
+    if dirty:
+        names = ", ".join(sorted({line[3:] for line in dirty}))
+        return ApplyResult(False, f"not applied: you have local changes in {names}; your files were left alone")
+    check = git(repo, "apply", "--check", "--whitespace=nowarn", "-", check=False, input=patch)
+    if check.returncode != 0:
+        return ApplyResult(False, f"not applied: the patch no longer applies to your checkout ({check.stderr.strip()})")
+    git(repo, "apply", "--whitespace=nowarn", "-", input=patch)
+    return ApplyResult(True, f"applied to {repo} ({', '.join(files)})")
+
+
+def _commit_to_branch(repo: Path, patch: str, branch: str) -> ApplyResult:
+    """Commit the patch on a new branch from HEAD without touching the checkout: a scratch index."""
+    head = git(repo, "rev-parse", "HEAD").stdout.strip()
+    index = Path(git(repo, "rev-parse", "--absolute-git-dir").stdout.strip()) / "gvpie-index"
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+
+    def run(*args: str, patch_text: str | None = None) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              input=patch_text, env=env, check=True).stdout.strip()
+
+    try:
+        run("read-tree", head)
+        run("apply", "--cached", "-", patch_text=patch)
+        commit = run("commit-tree", run("write-tree"), "-p", head, "-m", f"auto-gvpie: {branch}")
+        run("branch", "--force", branch, commit)
+    except subprocess.CalledProcessError as exc:
+        return ApplyResult(False, f"not committed: {exc.stderr.strip()}")
+    finally:
+        index.unlink(missing_ok=True)
+    return ApplyResult(True, f"committed to branch {branch}")

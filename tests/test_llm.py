@@ -1,0 +1,302 @@
+"""The HTTP LLM client against a real OpenAI-compatible server on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from auto_gvpie.config import load_settings
+from auto_gvpie.llm import BadAnswer, HttpLLM, LLMUnreachable, open_llm
+from tests.llm_server import LLMServer, Reply, refusing_url
+
+USER = [{"role": "user", "content": "say something useful"}]
+SCHEMA = {
+    "title": "pixel program",
+    "type": "object",
+    "properties": {"name": {"type": "string"}},
+    "required": ["name"],
+}
+
+
+def quick(url: str, **options) -> HttpLLM:
+    """A client with retries and timeouts small enough for tests."""
+    options = {"retries": 2, "backoff": 0.01, "timeout": 5.0, "stall_timeout": 5.0, **options}
+    return HttpLLM(url, **options)
+
+
+def bad_answer(llm: HttpLLM, **kwargs) -> BadAnswer:
+    with pytest.raises(BadAnswer) as caught:
+        llm.complete(USER, **kwargs)
+    return caught.value
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+def test_streams_tokens_from_the_auto_detected_model(caplog):
+    caplog.set_level(logging.INFO, logger="auto_gvpie.llm.http")
+    tokens: list[str] = []
+    with LLMServer(["Hello there, patient world"]) as server:
+        answer = quick(server.url).complete(USER, on_token=tokens.append)
+    assert answer.text == "Hello there, patient world"
+    assert tokens == ["Hello", " there,", " patient", " world"]
+    assert answer.model == "test-model"
+    assert answer.finish_reason == "stop"
+    assert (answer.prompt_tokens, answer.completion_tokens) == (3, 4)
+    assert answer.first_token_seconds is not None and 0 <= answer.first_token_seconds <= answer.seconds
+    sent = server.requests[0]
+    assert sent["model"] == "test-model" and sent["stream"] is True and sent["messages"] == USER
+    assert "response_format" not in sent
+    assert any("3 prompt tokens" in r.message and "tokens/s" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("flavour", ["lmstudio", "plain"])
+def test_picks_the_chat_model_over_an_embedding_model_listed_first(flavour):
+    with LLMServer(["ok"], flavour=flavour, embedding_model="text-embedding-nomic-embed-text-v1.5") as server:
+        llm = quick(server.url)
+        assert llm.model == "test-model"
+        llm.complete(USER)
+    assert server.requests[0]["model"] == "test-model"
+
+
+def test_a_server_with_only_embedding_models_is_not_usable():
+    with LLMServer(model="nomic-embed-text", flavour="plain") as server:
+        with pytest.raises(LLMUnreachable, match="offers no chat model .*nomic-embed-text.*pass --model"):
+            quick(server.url).complete(USER)
+        assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("flavour", "told", "expected"),
+    [
+        ("lmstudio", 4096, 4096),  # loaded_context_length from /api/v0/models
+        ("llamacpp", 16384, 16384),  # default_generation_settings.n_ctx from /props
+        ("ollama", 12288, 12288),  # num_ctx in /api/show's parameters
+        ("ollama", None, 2048),  # Ollama's own small default, not the model's 131072
+        ("lmstudio", None, 8192),  # the server does not say: the configured default
+        ("plain", 32768, 8192),
+    ],
+)
+def test_context_window_is_asked_from_the_server(flavour, told, expected):
+    with LLMServer(flavour=flavour, context_length=told) as server:
+        llm = quick(server.url, context_window=8192)
+        assert llm.context_window == expected
+        assert llm.flavour == (flavour if flavour != "plain" else "openai")
+
+
+def test_given_model_is_used_and_discovery_happens_once():
+    with LLMServer(["one", "two"], context_length=4096) as server:
+        llm = quick(server.url, model="my-model")
+        assert [llm.complete(USER).text for _ in range(2)] == ["one", "two"]
+        assert llm.context_window == 8192  # LM Studio does not describe a model it does not know
+    assert [body["model"] for body in server.requests] == ["my-model", "my-model"]
+    assert server.hits.count("GET /v1/models") == 1
+
+
+@pytest.mark.parametrize("spelling", ["http://127.0.0.1:{port}", "127.0.0.1:{port}/", "http://127.0.0.1:{port}/v1/"])
+def test_bare_server_address_is_completed_with_v1(spelling):
+    with LLMServer(["ok"]) as server:
+        llm = quick(spelling.format(port=server.port))
+        assert llm.url == server.url
+        assert llm.complete(USER).text == "ok"
+
+
+def test_wrong_path_reads_as_no_server_there():
+    with LLMServer() as server:
+        url = server.url.replace("/v1", "/api")
+        with pytest.raises(LLMUnreachable, match="no LLM server at .*/api — start LM Studio"):
+            quick(url).complete(USER)
+
+
+def test_open_llm_builds_the_http_client_from_settings(tmp_path):
+    with LLMServer(["from settings"], context_length=6000) as server:
+        settings = load_settings({"home": str(tmp_path), "llm_url": server.url, "llm_retries": 0}, env={})
+        llm = open_llm(settings)
+        assert isinstance(llm, HttpLLM)
+        assert (llm.model, llm.context_window, llm.retries) == ("test-model", 6000, 0)
+        assert llm.complete(USER).text == "from settings"
+
+
+def test_count_tokens_errs_high():
+    llm = HttpLLM("http://127.0.0.1:9/v1")  # counting never touches the server
+    assert llm.count_tokens("") == 0
+    assert llm.count_tokens("x" * 350) == 100
+    assert llm.count_tokens("é" * 35) == 20  # two UTF-8 bytes each: non-ASCII text costs more tokens
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+def test_refused_connection_is_unreachable_after_the_retries(caplog):
+    caplog.set_level(logging.WARNING, logger="auto_gvpie.llm.http")
+    with refusing_url() as url:
+        llm = quick(url, retries=2)
+        with pytest.raises(LLMUnreachable) as caught:
+            llm.complete(USER)
+    assert str(caught.value) == f"no LLM server at {url} — start LM Studio, or pass --llm-url"
+    assert "refused" in caught.value.detail
+    assert [r.message.split(";")[1].split(" in ")[0].strip() for r in caplog.records] == ["retry 1/2", "retry 2/2"]
+
+
+def test_server_errors_are_retried_until_an_answer_comes():
+    with LLMServer([Reply(status=500), Reply(status=503), "finally"]) as server:
+        assert quick(server.url, retries=2).complete(USER).text == "finally"
+    assert len(server.requests) == 3
+
+
+def test_server_errors_beyond_the_retries_are_a_bad_answer():
+    with LLMServer([Reply(status=502, content="upstream fell over")] * 3 + ["too late"]) as server:
+        failure = bad_answer(quick(server.url, retries=2))
+    assert (failure.reason, failure.status) == ("http_error", 502)
+    assert "upstream fell over" in str(failure) and "3 tries" in str(failure)
+    assert len(server.requests) == 3
+
+
+def test_429_waits_as_long_as_retry_after_says():
+    with LLMServer([Reply(status=429, headers={"Retry-After": "1"}), "after the pause"]) as server:
+        llm = quick(server.url, backoff=0.01)
+        llm.model  # discovery out of the way, so only the chat call is timed
+        started = time.monotonic()
+        answer = llm.complete(USER)
+        waited = time.monotonic() - started
+    assert answer.text == "after the pause"
+    assert waited >= 1.0  # the behaviour under test, not a speed target
+    assert len(server.requests) == 2
+
+
+def test_other_client_errors_are_not_retried():
+    with LLMServer([Reply(status=404, content="model 'x' not found"), "unused"]) as server:
+        failure = bad_answer(quick(server.url))
+    assert (failure.reason, failure.status) == ("http_error", 404)
+    assert "model 'x' not found" in str(failure)
+    assert len(server.requests) == 1
+
+
+def test_prompt_too_long_for_the_context_is_named():
+    refusal = "the request exceeds the available context size, try increasing it (n_ctx: 4096)"
+    with LLMServer([Reply(status=400, content=refusal)]) as server:
+        failure = bad_answer(quick(server.url))
+    assert failure.reason == "context_overflow" and "n_ctx: 4096" in str(failure)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_slow_answer_past_the_timeout_and_the_next_call_still_works(stream):
+    with LLMServer([Reply(content="too late", delay=3.0), "in time"]) as server:
+        llm = quick(server.url, timeout=0.3, stream=stream)
+        llm.model
+        failure = bad_answer(llm)
+        assert failure.reason == "timeout"
+        assert llm.complete(USER).text == "in time"
+    assert len(server.requests) == 2  # a timed-out generation is not sent again
+
+
+def test_stalled_stream_keeps_what_arrived():
+    with LLMServer([Reply(content="one two three four", stall_after=2)]) as server:
+        failure = bad_answer(quick(server.url, timeout=5.0, stall_timeout=0.3))
+    assert failure.reason == "stalled"
+    assert failure.partial_text == "one two"
+
+
+def test_slow_prompt_processing_is_not_a_stall():
+    with LLMServer([Reply(content="worth the wait", delay=0.6)]) as server:
+        answer = quick(server.url, timeout=5.0, stall_timeout=0.2).complete(USER)
+    assert answer.text == "worth the wait"
+
+
+def test_stream_broken_off_without_finishing():
+    half = b'data: {"choices": [{"index": 0, "delta": {"content": "half an"}, "finish_reason": null}]}\n\n'
+    with LLMServer([Reply(raw_body=half)]) as server:
+        failure = bad_answer(quick(server.url))
+    assert failure.reason == "disconnected" and failure.partial_text == "half an"
+
+
+def test_error_reported_inside_a_stream():
+    body = b'data: {"error": {"message": "model crashed"}}\n\n'
+    with LLMServer([Reply(raw_body=body)]) as server:
+        failure = bad_answer(quick(server.url))
+    assert failure.reason == "http_error" and "model crashed" in str(failure)
+
+
+@pytest.mark.parametrize(
+    ("stream", "body"),
+    [
+        (False, b"{this is not json"),
+        (False, b'{"object": "chat.completion", "choices": []}'),
+        (False, b'{"choices": [{"message": {"content": ["a", "list"]}}]}'),
+        (True, b"data: {oops\n\n"),
+    ],
+)
+def test_malformed_answers(stream, body):
+    with LLMServer([Reply(raw_body=body)]) as server:
+        failure = bad_answer(quick(server.url, stream=stream))
+    assert failure.reason == "malformed"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("content", ["", "  \n "])
+def test_empty_answer(stream, content):
+    with LLMServer([Reply(content=content)]) as server:
+        failure = bad_answer(quick(server.url, stream=stream))
+    assert failure.reason == "empty"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_cut_off_answer_keeps_its_text(stream):
+    with LLMServer([Reply(content="def f():\n    return", finish_reason="length")]) as server:
+        failure = bad_answer(quick(server.url, stream=stream), max_tokens=7)
+    assert failure.reason == "truncated"
+    assert failure.partial_text == "def f():\n    return"
+    assert server.requests[0]["max_tokens"] == 7
+
+
+def test_server_that_ignores_stream_answers_in_one_piece():
+    tokens: list[str] = []
+    with LLMServer(["all at once"], stream_supported=False) as server:
+        answer = quick(server.url).complete(USER, on_token=tokens.append)
+    assert server.requests[0]["stream"] is True
+    assert (answer.text, answer.first_token_seconds, tokens) == ("all at once", None, ["all at once"])
+    assert answer.completion_tokens == 3
+
+
+def test_thinking_before_the_answer_is_dropped():
+    with LLMServer(["<think>\nthe user wants a word\n</think>\n\nword"]) as server:
+        assert quick(server.url).complete(USER).text == "word"
+
+
+# -- structured output ----------------------------------------------------------------------
+
+
+def test_json_schema_is_sent_as_response_format():
+    with LLMServer(['{"name": "boot"}']) as server:
+        answer = quick(server.url).complete(USER, json_schema=SCHEMA)
+    assert json.loads(answer.text) == {"name": "boot"}
+    assert server.requests[0]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "pixel_program", "strict": True, "schema": SCHEMA},
+    }
+
+
+def test_rejected_response_format_falls_back_and_is_remembered():
+    with LLMServer(['{"name": "a"}', '{"name": "b"}'], reject_response_format=True) as server:
+        llm = quick(server.url)
+        assert [llm.complete(USER, json_schema=SCHEMA).text for _ in range(2)] == ['{"name": "a"}', '{"name": "b"}']
+    assert ["response_format" in body for body in server.requests] == [True, False, False]
+    assert all("json_schema" not in body for body in server.requests)
+    assert server.requests[0]["messages"] == server.requests[1]["messages"] == USER
+
+
+def test_llamacpp_falls_back_to_its_own_json_schema_field():
+    with LLMServer(['{"name": "a"}'], flavour="llamacpp", reject_response_format=True) as server:
+        quick(server.url).complete(USER, json_schema=SCHEMA)
+    first, second = server.requests
+    assert "response_format" in first and "json_schema" not in first
+    assert second["json_schema"] == SCHEMA and "response_format" not in second
+
+
+def test_rejection_without_a_schema_is_not_mistaken_for_one():
+    with LLMServer([Reply(status=400, content="invalid schema for messages")]) as server:
+        failure = bad_answer(quick(server.url))  # no json_schema asked: nothing to fall back from
+    assert failure.reason == "http_error" and len(server.requests) == 1
