@@ -80,6 +80,8 @@ class _Block:
     creates: bool = False
     hint: int | None = None
     diff: bool = False
+    # The same hunk read as if the model dropped the space before its context lines.
+    unspaced: tuple[list[str], list[str]] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,7 +125,7 @@ class _Repo:
         return self._files
 
     def known(self, rel: str) -> bool:
-        return rel in self.input_files or (self.root / rel).is_file()
+        return rel in self.input_files or (self.root / rel).exists()
 
     def check(self, raw: str) -> str:
         """Return the cleaned repo-relative path, or raise with the reason it is refused."""
@@ -147,8 +149,12 @@ class _Repo:
     def real_target(self, rel: str) -> Path:
         """Where writing `rel` really lands, refusing symlinks that lead out of the repo or into .git."""
         current = self.root
-        for part in PurePosixPath(rel).parts:
+        parts = PurePosixPath(rel).parts
+        for depth, part in enumerate(parts):
             current = current / part
+            if depth < len(parts) - 1 and current.exists() and not current.is_dir():
+                raise _Problem(f"{rel} cannot be written: "
+                               f"{PurePosixPath(*parts[: depth + 1]).as_posix()} is a file, not a directory")
             if current.is_symlink():
                 resolved = current.resolve()
                 if not resolved.is_relative_to(self.root):
@@ -580,39 +586,48 @@ def _fence_start(lines: list[str], index: int) -> int:
 def _read_hunk(lines: list[str], i: int, fenced: list[bool], section: _DiffFile, hint: int | None,
                number: int) -> tuple[_Block, int]:
     label = f"hunk {number} (answer line {i})"
-    before: list[str] = []
-    after: list[str] = []
+    body: list[str] = []
     while i < len(lines):
         line = lines[i]
         if line.startswith(("@@", "```", "~~~", "diff --git")):
             break
         if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
             break
-        if line.startswith("\\"):
-            pass
-        elif line.startswith("+"):
-            after.append(line[1:])
-        elif line.startswith("-"):
-            before.append(line[1:])
-        elif line.startswith(" "):
-            before.append(line[1:])
-            after.append(line[1:])
-        elif line == "" or fenced[i]:
-            # A blank line, or a context line whose leading space the model dropped.
-            before.append(line)
-            after.append(line)
-        else:
+        # Outside a fence, an unprefixed line ends the hunk; inside one, it is a
+        # context line whose leading space the model dropped.
+        if not (line[:1] in (" ", "+", "-", "\\") or line == "" or fenced[i]):
             break
+        body.append(line)
         i += 1
-    while before and after and not before[-1] and not after[-1] and not lines[i - 1]:
+    while body and body[-1] == "":
         # Blank lines after a hunk are usually the gap before the prose that follows.
-        before.pop()
-        after.pop()
+        body.pop()
         i -= 1
+    before, after = _hunk_sides(body, strip_space=True)
+    unspaced = None
+    if any(line[:1] not in (" ", "+", "-", "\\") and line for line in body):
+        unspaced = _hunk_sides(body, strip_space=False)
     if hint is not None:
         hint += section.shift
     return _Block(label, section.path, [] if section.creates else before, after, creates=section.creates,
-                  hint=hint, diff=True), i
+                  hint=hint, diff=True, unspaced=unspaced), i
+
+
+def _hunk_sides(body: list[str], strip_space: bool) -> tuple[list[str], list[str]]:
+    before: list[str] = []
+    after: list[str] = []
+    for line in body:
+        if line.startswith("\\"):
+            continue
+        if line.startswith("+"):
+            after.append(line[1:])
+        elif line.startswith("-"):
+            before.append(line[1:])
+        else:
+            text = line[1:] if strip_space and line.startswith(" ") else line
+            before.append(text)
+            after.append(text)
+    return before, after
 
 
 def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
@@ -717,11 +732,18 @@ def apply_answer(repo: Path, text: str, fmt: str = "auto", input_files: Sequence
             _apply_block(block, state, notes)
         except _Problem as problem:
             problems.append(f"{block.label}: {problem}")
+        except OSError as error:
+            problems.append(f"{block.label}: cannot use {error.filename or block.path}: "
+                            f"{error.strerror or error}")
     if problems:
         raise EditRefused(_refusal(problems, len(blocks)))
     changed = [rel for rel in order if _encode(states[rel]) != states[rel].original]
     if not changed:
         raise EditRefused(_no_op_message(found, order))
+    clashes = [f"{a} is written as a file, but {b} needs it to be a directory"
+               for a in changed for b in changed if b.startswith(a + "/")]
+    if clashes:
+        raise EditRefused(_refusal(clashes, len(blocks)))
     _write(root, [states[rel] for rel in changed])
     logger.debug("applied %s edit to %s", found, ", ".join(changed))
     return Applied(files=changed, format=found, notes=notes)
@@ -765,23 +787,29 @@ def _apply_block(block: _Block, state: _FileState, notes: list[str]) -> None:
                 raise _Problem(f"the hunk has no unchanged or '-' lines, so nothing tells where in {rel} its "
                                f"lines go; include a few unchanged lines around the change, each starting "
                                f"with a space")
-            what = "the diff creates" if block.diff else "SEARCH is empty, which creates a new file, but"
-            raise _Problem(f"{what} {rel}, which already exists and is not empty; put the current lines "
-                           f"you want to change in SEARCH")
+            what = "the diff creates" if block.diff else "SEARCH is empty, which means a new file, but"
+            raise _Problem(f"{what} {rel} already exists and is not empty; put the current lines you want to "
+                           f"change in SEARCH")
         state.lines = [_bare(line) + "\n" for line in block.replace]
         state.eol, state.final_newline = "\n", True
         return
     matches, how = _locate(state.lines, block.search, block.hint)
+    if not matches and block.unspaced:
+        unspaced = _Block(block.label, block.path, *block.unspaced, hint=block.hint, diff=True)
+        matches, how = _locate(state.lines, unspaced.search, block.hint)
+        if len(matches) == 1:
+            notes.append(f"{block.label}: read its context lines as missing their leading space")
+            block = unspaced
     if len(matches) > 1:
         where = ", ".join(f"line {m.start + 1}" if m.end - m.start == 1 else f"lines {m.start + 1}-{m.end}"
                           for m in matches[:5])
-        raise _Problem(f"the {_search_word(block)} matches {len(matches)} places in {rel} ({where}); "
+        raise _Problem(f"{_search_word(block)} matches {len(matches)} places in {rel} ({where}); "
                        f"include more of the surrounding lines so that it matches exactly one place")
     if not matches:
         raise _Problem(_not_found(block, state))
     match = matches[0]
     if match.column is not None and sum(1 for line in block.replace if line.strip()) > 1:
-        raise _Problem(f"the {_search_word(block)} is only part of line {match.start + 1} of {rel}; copy "
+        raise _Problem(f"{_search_word(block)} is only part of line {match.start + 1} of {rel}; copy "
                        f"whole lines into it")
     if how != "exact":
         notes.append(f"{block.label}: matched {rel} ignoring {how}")
@@ -800,7 +828,7 @@ def _eol_of(line: str) -> str:
 
 
 def _search_word(block: _Block) -> str:
-    return "hunk's unchanged and '-' lines" if block.diff else "SEARCH text"
+    return "the old side of your hunk (its ' ' and '-' lines)" if block.diff else "your SEARCH text"
 
 
 def _check_whole(block: _Block, state: _FileState) -> None:
@@ -820,13 +848,13 @@ def _not_found(block: _Block, state: _FileState) -> str:
     rel = state.rel
     what = _search_word(block)
     if not state.lines:
-        return f"{rel} is empty, so your {what} cannot be in it; use an empty SEARCH to write its content"
+        return f"{rel} is empty, so {what} cannot be in it; use an empty SEARCH to write its content"
     replace = _trim_blank_edges([_bare(line) for line in block.replace])[0]
     if replace and _locate(state.lines, replace, None)[0]:
-        return (f"your {what} is not in {rel}, but your new lines already are: either this change is already "
+        return (f"{what} is not in {rel}, but your new lines already are: either this change is already "
                 f"made, or you swapped SEARCH and REPLACE. The SEARCH part must hold the lines as they are now "
                 f"in {rel}, the REPLACE part the new lines")
-    search = [_bare(line) for line in block.search if line.strip()]
+    search = _trim_blank_edges([_bare(line) for line in block.search])[0]
     bare = [_bare(line) for line in state.lines]
     size = max(len(search), 1)
     best, best_ratio = 0, -1.0
@@ -836,9 +864,11 @@ def _not_found(block: _Block, state: _FileState) -> str:
         ratio = difflib.SequenceMatcher(None, wanted, window, autojunk=False).ratio()
         if ratio > best_ratio:
             best, best_ratio = i, ratio
-    closest = "\n".join(bare[best: best + size])
-    span = f"line {best + 1}" if size == 1 else f"lines {best + 1}-{min(best + size, len(bare))}"
-    return (f"your {what} is not in {rel}; the closest lines are ({span}):\n```\n{closest}\n```\n"
+    window, head, _ = _trim_blank_edges(bare[best: best + size])
+    first = best + head
+    span = f"line {first + 1}" if len(window) <= 1 else f"lines {first + 1}-{first + len(window)}"
+    closest = "\n".join(window)
+    return (f"{what} is not in {rel}; the closest lines are ({span}):\n```\n{closest}\n```\n"
             f"Copy the lines exactly as they are in {rel}.")
 
 
@@ -880,7 +910,7 @@ def _write(repo: _Repo, states: list[_FileState]) -> None:
 def _replace_file(target: Path, data: bytes, mode: int | None) -> None:
     # Written beside the target, then renamed over it: atomic per file, and a hard
     # link shared with a file outside the repository is never written through.
-    temp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.gvpie"
+    temp = target.parent / f".gvpie-{os.urandom(6).hex()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:

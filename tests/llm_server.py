@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator
 
-FLAVOURS = ("lmstudio", "llamacpp", "ollama", "plain")
+FLAVOURS = ("lmstudio", "lmstudio-v1", "llamacpp", "ollama", "plain")
 
 
 @dataclass
@@ -51,6 +51,7 @@ class LLMServer:
         stream_supported: bool = True,
         reject_response_format: bool = False,
         embedding_model: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
@@ -61,6 +62,7 @@ class LLMServer:
         self.reject_response_format = reject_response_format
         self.embedding_model = embedding_model  # listed before the chat model, to test model picking
         self.responder = responder
+        self.api_key = api_key  # when set, every request needs "Authorization: Bearer <api_key>"
         self.requests: list[dict] = []  # JSON bodies received on /chat/completions
         self.hits: list[str] = []  # "METHOD /path" of every request, in order
         self._replies: deque[Reply] = deque()
@@ -72,7 +74,10 @@ class LLMServer:
         self._httpd.llm_server = self  # type: ignore[attr-defined]
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="llm-server", daemon=True)
+        # A short poll interval makes close() (and so every test using the server) quick.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="llm-server", daemon=True
+        )
 
     def push(self, *replies: str | Reply) -> None:
         with self._lock:
@@ -132,6 +137,9 @@ def _count_words(messages) -> int:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as real servers do
+    # Headers and body go out in separate writes; without this, Nagle's algorithm and the
+    # client's delayed ACK add ~40 ms to every non-streamed reply.
+    disable_nagle_algorithm = True
     server_version = "llm-test-server/1"
 
     @property
@@ -154,10 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         llm = self.llm
         try:
-            if method == "GET" and path == "/v1/models":
+            if llm.api_key and self.headers.get("Authorization") != f"Bearer {llm.api_key}":
+                self._send_json(401, {"error": {"message": "Invalid or missing API key", "type": "invalid_api_key"}})
+            elif method == "GET" and path == "/v1/models":
                 self._send_json(200, {"object": "list", "data": llm._model_entries()})
             elif method == "GET" and path == "/api/v0/models" and llm.flavour == "lmstudio":
                 self._send_json(200, {"object": "list", "data": self._lmstudio_entries()})
+            elif method == "GET" and path == "/api/v1/models" and llm.flavour == "lmstudio-v1":
+                self._send_json(200, {"models": self._lmstudio_v1_entries()})
             elif method == "GET" and path == "/props" and llm.flavour == "llamacpp":
                 settings = {"n_ctx": llm.context_length} if llm.context_length else {}
                 self._send_json(200, {"default_generation_settings": settings, "total_slots": 1})
@@ -180,6 +192,17 @@ class _Handler(BaseHTTPRequestHandler):
         if llm.embedding_model:
             embed = {"id": llm.embedding_model, "object": "model", "type": "embeddings", "state": "loaded"}
             entries.insert(0, embed)
+        return entries
+
+    def _lmstudio_v1_entries(self) -> list[dict]:
+        llm = self.llm
+        config = {"context_length": llm.context_length} if llm.context_length else {}
+        chat = {"type": "llm", "key": llm.model, "loaded_instances": [{"id": llm.model, "config": config}],
+                "max_context_length": max(llm.context_length or 0, 32768)}
+        entries = [chat]
+        if llm.embedding_model:
+            entries.insert(0, {"type": "embedding", "key": llm.embedding_model, "loaded_instances": [],
+                               "max_context_length": 2048})
         return entries
 
     def _chat(self, raw: bytes) -> None:
@@ -231,7 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _usage(self, body: dict, completion_tokens: int) -> dict:
         prompt = _count_words(body.get("messages"))
-        return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+        total = prompt + completion_tokens
+        return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": total}
 
     def _stream(self, body: dict, reply: Reply) -> None:
         self.send_response(200)
@@ -246,7 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"")
             return
         closing = self.llm._closing
-        base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": int(time.time()), "model": self.llm.model}
+        base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": self.llm.model}
         pieces = _pieces(reply.content)
         self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
         for sent, piece in enumerate(pieces):

@@ -53,7 +53,7 @@ def test_streams_tokens_from_the_auto_detected_model(caplog):
     assert any("3 prompt tokens" in r.message and "tokens/s" in r.message for r in caplog.records)
 
 
-@pytest.mark.parametrize("flavour", ["lmstudio", "plain"])
+@pytest.mark.parametrize("flavour", ["lmstudio", "lmstudio-v1", "plain"])
 def test_picks_the_chat_model_over_an_embedding_model_listed_first(flavour):
     with LLMServer(["ok"], flavour=flavour, embedding_model="text-embedding-nomic-embed-text-v1.5") as server:
         llm = quick(server.url)
@@ -73,6 +73,7 @@ def test_a_server_with_only_embedding_models_is_not_usable():
     ("flavour", "told", "expected"),
     [
         ("lmstudio", 4096, 4096),  # loaded_context_length from /api/v0/models
+        ("lmstudio-v1", 6144, 6144),  # loaded_instances[0].config.context_length from /api/v1/models
         ("llamacpp", 16384, 16384),  # default_generation_settings.n_ctx from /props
         ("ollama", 12288, 12288),  # num_ctx in /api/show's parameters
         ("ollama", None, 2048),  # Ollama's own small default, not the model's 131072
@@ -84,7 +85,7 @@ def test_context_window_is_asked_from_the_server(flavour, told, expected):
     with LLMServer(flavour=flavour, context_length=told) as server:
         llm = quick(server.url, context_window=8192)
         assert llm.context_window == expected
-        assert llm.flavour == (flavour if flavour != "plain" else "openai")
+        assert llm.flavour == {"lmstudio-v1": "lmstudio", "plain": "openai"}.get(flavour, flavour)
 
 
 def test_given_model_is_used_and_discovery_happens_once():
@@ -109,6 +110,22 @@ def test_wrong_path_reads_as_no_server_there():
         url = server.url.replace("/v1", "/api")
         with pytest.raises(LLMUnreachable, match="no LLM server at .*/api — start LM Studio"):
             quick(url).complete(USER)
+
+
+def test_server_that_wants_an_api_key_is_named_as_such():
+    with LLMServer(api_key="secret") as server:
+        with pytest.raises(LLMUnreachable, match=r"refused access \(401\) — turn off its API-key authentication"):
+            quick(server.url).complete(USER)
+
+
+def test_loopback_calls_bypass_a_configured_proxy(monkeypatch):
+    with refusing_url() as dead_proxy, LLMServer(["direct"]) as server:
+        proxy = dead_proxy.removesuffix("/v1")
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert quick(server.url, retries=0).complete(USER).text == "direct"
 
 
 def test_open_llm_builds_the_http_client_from_settings(tmp_path):

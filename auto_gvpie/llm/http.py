@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -84,6 +85,9 @@ class HttpLLM:
         # How this server takes a JSON schema; downgraded when the server refuses one.
         self._structured: str | None = "response_format"
         self._session = requests.Session()
+        if urlsplit(self.url).hostname in ("127.0.0.1", "localhost", "::1"):
+            self._session.trust_env = False  # an HTTP(S)_PROXY meant for the internet must not swallow loopback calls
+        self._discovery = threading.Lock()  # workers may share one client
 
     @classmethod
     def from_settings(cls, settings) -> HttpLLM:
@@ -162,8 +166,11 @@ class HttpLLM:
     # -- discovery ---------------------------------------------------------------
 
     def _discover(self) -> None:
-        if self._context is not None:
-            return
+        with self._discovery:
+            if self._context is None:
+                self._discover_now()
+
+    def _discover_now(self) -> None:
         listed = self._list_models()
         described = self._lmstudio_models()
         if self._model is None:
@@ -189,16 +196,27 @@ class HttpLLM:
         with resp:
             status, data = resp.status_code, _json_or_none(resp)
         entries = data.get("data") if isinstance(data, dict) else None
+        if status in (401, 403):
+            raise LLMUnreachable(
+                self.url,
+                f"the LLM server at {self.url} refused access ({status}) — "
+                "turn off its API-key authentication, or pass another --llm-url",
+            )
         if status != 200 or not isinstance(entries, list):
             raise LLMUnreachable(self.url, detail=f"GET {self.url}/models answered {status} without a model list")
         return [e for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
 
     def _lmstudio_models(self) -> list[dict] | None:
+        """LM Studio's description of its models (type, loaded or not, context), in its v0 API's shape."""
         data = self._probe("GET", self._root + "/api/v0/models")
         entries = data.get("data") if data else None
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and "type" in e for e in entries):
-            return None
-        return [e for e in entries if isinstance(e.get("id"), str)]
+        if isinstance(entries, list) and all(isinstance(e, dict) and "type" in e for e in entries):
+            return [e for e in entries if isinstance(e.get("id"), str)]
+        data = self._probe("GET", self._root + "/api/v1/models")  # LM Studio 0.4 onwards
+        entries = data.get("models") if data else None
+        if isinstance(entries, list) and all(isinstance(e, dict) and "type" in e for e in entries):
+            return [_from_lmstudio_v1(e) for e in entries if isinstance(e.get("key"), str)]
+        return None
 
     def _pick_model(self, entries: list[dict]) -> str:
         """The first loaded chat model, else the first chat model the server offers."""
@@ -300,6 +318,8 @@ class HttpLLM:
             except (TypeError, ValueError):
                 return None
             seconds = when.timestamp() - time.time()
+        if math.isnan(seconds):
+            return None
         return min(max(seconds, 0.0), self.max_retry_after)
 
     def _post_chat(self, body: dict, json_schema: dict | None) -> requests.Response:
@@ -318,7 +338,8 @@ class HttpLLM:
                 and any(word in lowered for word in _STRUCTURED_WORDS)
             ):
                 refused = self._structured
-                self._structured = "json_schema" if refused == "response_format" and self.flavour == "llamacpp" else None
+                llamacpp = refused == "response_format" and self.flavour == "llamacpp"
+                self._structured = "json_schema" if llamacpp else None
                 log.warning(
                     "%s refused %s (%s); asking %s from now on",
                     self.url,
@@ -338,7 +359,8 @@ class HttpLLM:
         if self._structured == "json_schema":  # llama.cpp's own spelling
             return {"json_schema": json_schema}
         name = re.sub(r"[^A-Za-z0-9_-]", "_", str(json_schema.get("title") or "answer"))[:64]
-        return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": json_schema}}}
+        spec = {"name": name, "strict": True, "schema": json_schema}
+        return {"response_format": {"type": "json_schema", "json_schema": spec}}
 
     # -- answers ---------------------------------------------------------------------
 
@@ -402,7 +424,8 @@ class HttpLLM:
                     continue
                 delta = choices[0].get("delta") or {}
                 text = delta.get("content")
-                if (text or delta.get("reasoning_content") or delta.get("reasoning")) and answer.first_token_seconds is None:
+                thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                if (text or thinking) and answer.first_token_seconds is None:
                     answer.first_token_seconds = time.monotonic() - started
                     _set_read_timeout(resp, self.stall_timeout)
                 if isinstance(text, str) and text:
@@ -479,6 +502,18 @@ def _split_url(url: str) -> tuple[str, str]:
         urlunsplit((parts.scheme, parts.netloc, path, "", "")),
         urlunsplit((parts.scheme, parts.netloc, root_path, "", "")),
     )
+
+
+def _from_lmstudio_v1(entry: dict) -> dict:
+    instances = [i for i in entry.get("loaded_instances") or [] if isinstance(i, dict)]
+    config = instances[0].get("config") if instances else None
+    return {
+        "id": entry["key"],
+        "type": entry["type"],
+        "state": "loaded" if instances else "not-loaded",
+        "loaded_context_length": config.get("context_length") if isinstance(config, dict) else None,
+        "max_context_length": entry.get("max_context_length"),
+    }
 
 
 def _is_embedding(entry: dict) -> bool:

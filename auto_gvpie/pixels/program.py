@@ -4,17 +4,15 @@
 typed `PixelProgram`, or raises `ValidationError` naming the JSON path and the
 broken rule, e.g. ``ops[3].width: must be > 0``.
 
-Run ``python -m auto_gvpie.pixels.program --schema`` to print the JSON Schema,
-or ``python -m auto_gvpie.pixels.program FILE`` to validate a file.
+``python -m auto_gvpie.pixels --schema`` prints the JSON Schema;
+``python -m auto_gvpie.pixels FILE`` validates a file.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -431,31 +429,3 @@ def json_schema(max_ops: int = MAX_OPS, max_text: int = MAX_TEXT) -> dict[str, A
         "required": ["kind", "version", "canvas", "ops"],
         "additionalProperties": False,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m auto_gvpie.pixels.program",
-                                     description="Export the pixel program JSON Schema or validate a program file.")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--schema", action="store_true", help="print the JSON Schema")
-    group.add_argument("file", nargs="?", help="a pixel program to validate")
-    parser.add_argument("--max-ops", type=int, default=MAX_OPS, help="ops bound in the exported schema")
-    args = parser.parse_args(argv)
-    if args.schema:
-        print(json.dumps(json_schema(max_ops=args.max_ops), indent=2))
-        return 0
-    try:
-        with open(args.file, "rb") as fh:
-            program = parse_program(fh.read())
-    except OSError as exc:
-        print(f"{args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except ValidationError as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.file}: valid ({program.canvas.width}x{program.canvas.height}, {len(program.ops)} ops)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

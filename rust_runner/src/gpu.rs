@@ -218,10 +218,6 @@ impl Gpu {
         Ok(())
     }
 
-    pub fn uses_timestamps(&self) -> bool {
-        self.timestamps
-    }
-
     pub fn upload(&self, program: &Program, bins: &Bins) -> Uploaded {
         let (ops, glyphs) = encode_ops(program);
         let params = Params {

@@ -7,6 +7,7 @@
 mod binning;
 mod font;
 mod gpu;
+mod json;
 mod program;
 
 use std::fs::File;
@@ -123,7 +124,9 @@ fn render(
         let t = Instant::now();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?;
-        let program = program::parse_program(&text)
+        // Python's json.loads(bytes), which the CPU side uses, skips a UTF-8 byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let program = program::parse_program(text)
             .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
         programs.push((program, ms_since(t)));
     }
@@ -134,7 +137,7 @@ fn render(
     let gpu = Gpu::open(adapter, &font).map_err(|e| Failure::Runtime(e.to_string()))?;
     let setup_ms = ms_since(t);
 
-    for ((program, parse_ms), target) in programs.iter().zip(&targets) {
+    for (i, ((program, parse_ms), target)) in programs.iter().zip(&targets).enumerate() {
         let program_started = Instant::now();
         gpu.check_canvas(program).map_err(|e| Failure::Input(e.to_string()))?;
 
@@ -161,7 +164,7 @@ fn render(
 
         if as_json {
             let report = json!({
-                "program": paths_of(paths, target, &targets),
+                "program": paths[i].display().to_string(),
                 "out": target.display().to_string(),
                 "adapter": {"name": gpu.adapter.name, "backend": gpu.adapter.backend,
                             "device_type": gpu.adapter.device_type, "driver": gpu.adapter.driver},
@@ -187,11 +190,6 @@ fn render(
         }
     }
     Ok(())
-}
-
-fn paths_of(paths: &[PathBuf], target: &Path, targets: &[PathBuf]) -> String {
-    let index = targets.iter().position(|t| t == target).unwrap_or(0);
-    paths[index].display().to_string()
 }
 
 fn png_name(program: &Path) -> PathBuf {

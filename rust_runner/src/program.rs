@@ -1,12 +1,12 @@
 //! Pixel programs (docs/pixel_programs.md): decoding, validation with the same
 //! rules and limits as `auto_gvpie/pixels/program.py`, and colour resolution.
 //!
-//! The document is decoded into a tree that keeps every key as written, so
-//! that duplicate keys can be rejected like the Python validator does.
+//! Which programs are valid is normative (the CPU and GPU must agree on it);
+//! the wording of the messages follows the Python validator.
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use crate::json::{self, Json, SyntaxError};
 
 pub const MAX_CANVAS_SIDE: i64 = 4096;
 pub const MAX_OPS: usize = 10_000;
@@ -69,83 +69,17 @@ pub fn divround(n: i64, d: i64) -> i64 {
     (2 * n + d).div_euclid(2 * d)
 }
 
-/// A decoded JSON value that keeps duplicate keys and tells integers
-/// (written without fraction or exponent) from other numbers.
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Int(i128),
-    Float(f64),
-    Str(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
-        deserializer.deserialize_any(JsonVisitor)
-    }
-}
-
-struct JsonVisitor;
-
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::Int(v as i128))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::Int(v as i128))
-    }
-    // serde_json hands integers too long for 64 bits over as floats; they are
-    // out of every range anyway, and so still rejected.
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
-        Ok(Json::Float(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::Str(v.to_owned()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Json, E> {
-        Ok(Json::Str(v))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Json::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut entries = Vec::new();
-        while let Some((key, value)) = map.next_entry::<String, Json>()? {
-            entries.push((key, value));
-        }
-        Ok(Json::Object(entries))
-    }
-}
-
 /// Why a program could not be loaded: not JSON at all, or JSON that breaks a rule.
 #[derive(Debug)]
 pub enum LoadError {
-    Syntax(serde_json::Error),
+    Syntax(SyntaxError),
     Invalid(ValidationError),
 }
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Syntax(e) => write!(f, "$: invalid JSON: {e}"),
+            LoadError::Syntax(e) => write!(f, "$: {e}"),
             LoadError::Invalid(e) => e.fmt(f),
         }
     }
@@ -154,7 +88,7 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 pub fn parse_program(text: &str) -> Result<Program, LoadError> {
-    let doc: Json = serde_json::from_str(text).map_err(LoadError::Syntax)?;
+    let doc = json::parse(text).map_err(LoadError::Syntax)?;
     validate(&doc).map_err(LoadError::Invalid)
 }
 
@@ -208,14 +142,6 @@ impl<'a> Fields<'a> {
         self.get(key).map_or(Ok(default), |v| integer(v, &self.path(key), lo, hi))
     }
 
-    fn extent(&self, key: &str) -> Checked<i64> {
-        let path = self.path(key);
-        match self.require(key)? {
-            Json::Int(v) if *v <= 0 => fail(&path, "must be > 0"),
-            v => integer(v, &path, 1, MAX_EXTENT),
-        }
-    }
-
     fn bool_or(&self, key: &str, default: bool) -> Checked<bool> {
         match self.get(key) {
             None => Ok(default),
@@ -239,20 +165,28 @@ fn reject_duplicates(entries: &[(String, Json)], path: &str) -> Checked<()> {
 }
 
 fn integer(value: &Json, path: &str, lo: i64, hi: i64) -> Checked<i64> {
-    let Json::Int(v) = value else { return fail(path, "must be an integer") };
-    if *v < lo as i128 {
-        return fail(path, format!("at least {lo}"));
+    let v = match value {
+        Json::Int(v) => *v,
+        Json::BigInt(text) if text.starts_with('-') => i128::MIN,
+        Json::BigInt(_) => i128::MAX,
+        _ => return fail(path, "must be an integer"),
+    };
+    if v < lo as i128 {
+        return fail(path, if lo == 1 { "must be > 0".to_owned() } else { format!("at least {lo}") });
     }
-    if *v > hi as i128 {
+    if v > hi as i128 {
         return fail(path, format!("at most {hi}"));
     }
-    Ok(*v as i64)
+    Ok(v as i64)
 }
 
 fn string<'a>(value: &'a Json, path: &str, max_chars: usize) -> Checked<&'a str> {
-    let Json::Str(s) = value else { return fail(path, "must be a string") };
+    let (Json::Str(s) | Json::UnpairedStr(s)) = value else { return fail(path, "must be a string") };
     if s.chars().count() > max_chars {
         return fail(path, format!("at most {max_chars} characters"));
+    }
+    if matches!(value, Json::UnpairedStr(_)) {
+        return fail(path, "must not contain unpaired surrogates");
     }
     Ok(s)
 }
@@ -263,15 +197,11 @@ fn coord(f: &Fields, key: &str) -> Checked<i64> {
 
 fn validate(doc: &Json) -> Checked<Program> {
     let top = Fields::new(doc, "$", &["kind", "version", "name", "canvas", "palette", "ops", "metadata"])?;
-    match top.require("kind")? {
-        Json::Str(s) if s == "pixel_program" => {}
-        Json::Str(_) => return fail("kind", "must be \"pixel_program\""),
-        _ => return fail("kind", "must be a string"),
+    if !matches!(top.require("kind")?, Json::Str(s) if s == "pixel_program") {
+        return fail("kind", "must be \"pixel_program\"");
     }
-    match top.require("version")? {
-        Json::Int(1) => {}
-        Json::Int(_) => return fail("version", "must be 1"),
-        _ => return fail("version", "must be an integer"),
+    if top.require("version")? != &Json::Int(1) {
+        return fail("version", "must be 1");
     }
     if top.get("name").is_some() {
         top.string("name", MAX_NAME_CHARS)?;
@@ -298,7 +228,7 @@ fn validate(doc: &Json) -> Checked<Program> {
         }
         check_metadata_keys(meta, "metadata")?;
         let mut compact = String::new();
-        write_compact(meta, &mut compact);
+        write_compact(meta, &mut compact).or_else(|rule| fail("metadata", rule))?;
         if compact.len() > MAX_METADATA_BYTES {
             return fail("metadata", format!("at most {MAX_METADATA_BYTES} bytes when serialised"));
         }
@@ -321,13 +251,7 @@ fn palette(value: &Json) -> Checked<Vec<(String, [u8; 4])>> {
                     format!("invalid palette name {} (must match [A-Za-z_][A-Za-z0-9_]{{0,31}})", quoted(name)),
                 );
             }
-            let path = join("palette", name);
-            if let Json::Str(s) = value {
-                if !s.starts_with('#') {
-                    return fail(&path, "must not be a palette name (palette entries cannot refer to each other)");
-                }
-            }
-            Ok((name.clone(), colour(value, &path, &[])?))
+            Ok((name.clone(), colour(value, &join("palette", name), None)?))
         })
         .collect()
 }
@@ -344,14 +268,25 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
 }
 
-fn colour(value: &Json, path: &str, palette: &[(String, [u8; 4])]) -> Checked<[u8; 4]> {
+/// Resolves a colour; `palette` None means names are not allowed (palette entries).
+fn colour(value: &Json, path: &str, palette: Option<&[(String, [u8; 4])]>) -> Checked<[u8; 4]> {
     match value {
-        Json::Str(s) if s.starts_with('#') => hex_colour(&s[1..]).map_or_else(|| fail(path, COLOUR_FORMS), Ok),
-        Json::Str(name) => palette
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| *c)
-            .map_or_else(|| fail(path, format!("unknown palette name {}", quoted(name))), Ok),
+        Json::Str(s) => {
+            if let Some(rgba) = s.strip_prefix('#').and_then(hex_colour) {
+                return Ok(rgba);
+            }
+            if !is_palette_name(s) {
+                return fail(path, COLOUR_FORMS);
+            }
+            let Some(palette) = palette else {
+                return fail(path, "must not be a palette name (palette entries cannot refer to each other)");
+            };
+            palette
+                .iter()
+                .find(|(n, _)| n == s)
+                .map(|(_, c)| *c)
+                .map_or_else(|| fail(path, format!("unknown palette name {}", quoted(s))), Ok)
+        }
         Json::Array(items) => {
             if items.len() != 3 && items.len() != 4 {
                 return fail(path, "must have 3 or 4 items");
@@ -379,7 +314,7 @@ fn op(value: &Json, path: &str, palette: &[(String, [u8; 4])]) -> Checked<Op> {
     let Json::Object(entries) = value else { return fail(path, "must be an object") };
     let name = match entries.iter().find(|(k, _)| k == "op") {
         None => return fail(&join(path, "op"), "required"),
-        Some((_, Json::Str(s))) => s.as_str(),
+        Some((_, Json::Str(s) | Json::UnpairedStr(s))) => s.as_str(),
         Some(_) => return fail(&join(path, "op"), "must be a string"),
     };
     let allowed: &[&str] = match name {
@@ -388,7 +323,9 @@ fn op(value: &Json, path: &str, palette: &[(String, [u8; 4])]) -> Checked<Op> {
         "RECT" => &["op", "color", "x", "y", "width", "height", "fill"],
         "LINE" => &["op", "color", "x1", "y1", "x2", "y2"],
         "CIRCLE" => &["op", "color", "cx", "cy", "r", "fill"],
-        "WRITE_TEXT" => &["op", "color", "x", "y", "text", "scale"],
+        "WRITE_TEXT" if matches!(entries.iter().find(|(k, _)| k == "op"), Some((_, Json::Str(_)))) => {
+            &["op", "color", "x", "y", "text", "scale"]
+        }
         other => {
             reject_duplicates(entries, path)?;
             return fail(&join(path, "op"), format!("unknown op {} (expected one of {OP_NAMES})", quoted(other)));
@@ -401,8 +338,8 @@ fn op(value: &Json, path: &str, palette: &[(String, [u8; 4])]) -> Checked<Op> {
         "RECT" => Shape::Rect {
             x: coord(&f, "x")?,
             y: coord(&f, "y")?,
-            width: f.extent("width")?,
-            height: f.extent("height")?,
+            width: f.int("width", 1, MAX_EXTENT)?,
+            height: f.int("height", 1, MAX_EXTENT)?,
             fill: f.bool_or("fill", true)?,
         },
         "LINE" => Shape::Line {
@@ -428,7 +365,7 @@ fn op(value: &Json, path: &str, palette: &[(String, [u8; 4])]) -> Checked<Op> {
             scale: f.int_or("scale", 1, 1, MAX_SCALE)?,
         },
     };
-    let color = colour(f.require("color")?, &f.path("color"), palette)?;
+    let color = colour(f.require("color")?, &f.path("color"), Some(palette))?;
     Ok(Op { shape, color })
 }
 
@@ -447,21 +384,25 @@ fn check_metadata_keys(value: &Json, path: &str) -> Checked<()> {
 }
 
 /// The compact serialisation the 4096-byte metadata limit is measured on:
-/// Python's `json.dumps(m, separators=(",", ":"), ensure_ascii=False)`.
-fn write_compact(value: &Json, out: &mut String) {
+/// Python's `json.dumps(m, separators=(",", ":"), ensure_ascii=False,
+/// allow_nan=False)`; Err(rule) where that raises.
+fn write_compact(value: &Json, out: &mut String) -> Result<(), &'static str> {
     match value {
         Json::Null => out.push_str("null"),
         Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Json::Int(i) => out.push_str(&i.to_string()),
+        Json::BigInt(text) => out.push_str(text),
+        Json::Float(x) if !x.is_finite() => return Err("must contain only JSON values"),
         Json::Float(x) => out.push_str(&python_float_repr(*x)),
         Json::Str(s) => out.push_str(&quoted(s)),
+        Json::UnpairedStr(_) => return Err("must not contain unpaired surrogates"),
         Json::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_compact(item, out);
+                write_compact(item, out)?;
             }
             out.push(']');
         }
@@ -473,11 +414,12 @@ fn write_compact(value: &Json, out: &mut String) {
                 }
                 out.push_str(&quoted(k));
                 out.push(':');
-                write_compact(v, out);
+                write_compact(v, out)?;
             }
             out.push('}');
         }
     }
+    Ok(())
 }
 
 /// Python's `repr(float)`: shortest round-trip digits, positional notation for
@@ -575,8 +517,8 @@ mod tests {
 
     fn with_ops(ops: &str) -> String {
         format!(
-            r#"{{"kind": "pixel_program", "version": 1, "canvas": {{"width": 8, "height": 4}},
-                "palette": {{"fg": "#10203040", "bg": [1, 2, 3]}}, "ops": [{ops}]}}"#
+            r##"{{"kind": "pixel_program", "version": 1, "canvas": {{"width": 8, "height": 4}},
+                "palette": {{"fg": "#10203040", "bg": [1, 2, 3]}}, "ops": [{ops}]}}"##
         )
     }
 

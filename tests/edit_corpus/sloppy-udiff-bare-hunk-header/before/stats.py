@@ -1,0 +1,11 @@
+def mean(values):
+    total = 0
+    for v in values:
+        total += v
+    return total / len(values)
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle]

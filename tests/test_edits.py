@@ -1,0 +1,437 @@
+"""Tests for auto_gvpie.edits: the corpus of model answers, targeted cases, the CLI and properties."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auto_gvpie import edits
+from auto_gvpie.edits import Applied, EditRefused, apply_answer, edit_format_instructions
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("edit_corpus_bench", ROOT / "bench" / "edit_corpus.py")
+corpus = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = corpus  # dataclasses look their module up while the bench module loads
+_spec.loader.exec_module(corpus)
+CASES = corpus.load_cases()
+
+CALC = "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n"
+
+
+def sr(path: str, search: str, replace: str) -> str:
+    return f"{path}\n```python\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n```\n"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / "calc.py").write_text(CALC)
+    return root
+
+
+# ---------------------------------------------------------------- the corpus
+
+
+def test_corpus_is_large_and_covers_every_category():
+    assert len(CASES) >= 40
+    for category in corpus.CATEGORIES:
+        assert sum(c.category == category for c in CASES) >= 8, category
+    assert {c.expect for c in CASES} == {"applied", "refused"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_corpus_case(case, tmp_path):
+    result = corpus.run_case(case, tmp_path)
+    assert result.correct, "\n".join(result.problems)
+
+
+def test_corpus_judge_catches_a_wrong_expectation(tmp_path):
+    """The corpus runner must fail a case whose expected tree is not what was written."""
+    case = next(c for c in CASES if c.name == "good-sr-simple")
+    wrong = tmp_path / "case"
+    shutil.copytree(case.path, wrong)
+    (wrong / "after" / "calc.py").write_text("something else\n")
+    bad_case = corpus.load_cases(tmp_path)[0]
+    result = corpus.run_case(bad_case, tmp_path / "work")
+    assert not result.correct
+    assert any("calc.py differs" in p for p in result.problems)
+
+
+# ---------------------------------------------------------------- targeted behaviour
+
+
+def test_applied_result_is_frozen(repo):
+    applied = apply_answer(repo, sr("calc.py", "def add(a, b):\n    return a - b\n",
+                                    "def add(a, b):\n    return a + b\n"))
+    assert applied == Applied(files=["calc.py"], format="search_replace", notes=[])
+    with pytest.raises(AttributeError):
+        applied.format = "udiff"  # type: ignore[misc]
+
+
+def test_unknown_format_is_a_programming_error(repo):
+    with pytest.raises(ValueError, match="unknown edit format 'json'"):
+        apply_answer(repo, "x", "json")
+    with pytest.raises(ValueError):
+        edit_format_instructions("json", "calc.py", CALC)
+
+
+def test_explicit_format_refuses_the_other_one(repo):
+    diff = "--- calc.py\n+++ calc.py\n@@\n def add(a, b):\n-    return a - b\n+    return a + b\n"
+    with pytest.raises(EditRefused, match="is a diff, but SEARCH/REPLACE blocks were asked for"):
+        apply_answer(repo, diff, "search_replace")
+    with pytest.raises(EditRefused, match="but a unified diff was asked for"):
+        apply_answer(repo, sr("calc.py", "def add(a, b):\n", "def plus(a, b):\n"), "udiff")
+    assert apply_answer(repo, diff, "udiff").files == ["calc.py"]
+
+
+def test_auto_does_not_take_whole_files(repo):
+    with pytest.raises(EditRefused, match="No edit found"):
+        apply_answer(repo, "calc.py\n```python\ndef add(a, b):\n    return a + b\n```\n", "auto")
+
+
+def test_mixed_line_endings_and_bom_and_odd_bytes_are_kept(repo):
+    data = b"\xef\xbb\xbfx = 1\r\ny = '\xff'\r\nz = 3\n"
+    (repo / "m.py").write_bytes(data)
+    apply_answer(repo, sr("m.py", "z = 3\n", "z = 4\n"))
+    assert (repo / "m.py").read_bytes() == b"\xef\xbb\xbfx = 1\r\ny = '\xff'\r\nz = 4\r\n"
+
+
+def test_file_mode_is_kept_and_hard_links_are_not_written_through(repo, tmp_path):
+    script = repo / "run.sh"
+    script.write_text("#!/bin/sh\necho one\n")
+    script.chmod(0o755)
+    outside = tmp_path / "shared.py"
+    outside.write_text("VALUE = 1\n")
+    os.link(outside, repo / "shared.py")
+    answer = sr("run.sh", "echo one\n", "echo two\n") + sr("shared.py", "VALUE = 1\n", "VALUE = 2\n")
+    applied = apply_answer(repo, answer)
+    assert applied.files == ["run.sh", "shared.py"]
+    assert script.stat().st_mode & 0o777 == 0o755
+    assert (repo / "shared.py").read_text() == "VALUE = 2\n"
+    assert outside.read_text() == "VALUE = 1\n"
+
+
+def test_diff_line_numbers_pick_between_identical_places(repo):
+    diff = ("--- calc.py\n+++ calc.py\n@@ -6,1 +6,1 @@\n-    return a - b\n+    return b - a\n"
+            "@@ -2,1 +2,1 @@\n-    return a - b\n+    return a + b\n")
+    apply_answer(repo, diff)
+    assert (repo / "calc.py").read_text() == CALC.replace("a - b", "a + b", 1).replace("a - b", "b - a")
+
+
+def test_earlier_hunks_shift_the_line_numbers_of_later_ones(repo):
+    (repo / "calc.py").write_text("x = 0\n" + CALC)
+    diff = ("--- calc.py\n+++ calc.py\n@@ -1,1 +1,3 @@\n x = 0\n+y = 0\n+z = 0\n"
+            "@@ -7,1 +9,1 @@\n-    return a - b\n+    return b - a\n")
+    apply_answer(repo, diff)
+    assert (repo / "calc.py").read_text().endswith("def sub(a, b):\n    return b - a\n")
+
+
+def test_edits_to_one_file_build_on_each_other(repo):
+    answer = sr("calc.py", "    return a - b\n\n\ndef sub", "    return a + b\n\n\ndef sub") \
+        + sr("calc.py", "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return b + a\n")
+    apply_answer(repo, answer)
+    assert (repo / "calc.py").read_text().startswith("def add(a, b):\n    return b + a\n")
+
+
+def test_tab_indented_file_takes_a_space_indented_search_only_when_uniform(repo):
+    (repo / "t.py").write_text("class A:\n\tdef f(self):\n\t\treturn 1\n")
+    with pytest.raises(EditRefused, match="not in t.py; the closest lines are"):
+        apply_answer(repo, sr("t.py", "    def f(self):\n        return 1\n", "    def f(self):\n        return 2\n"))
+    apply_answer(repo, sr("t.py", "def f(self):\n\treturn 1\n", "def f(self):\n\treturn 2\n"))
+    assert (repo / "t.py").read_text() == "class A:\n\tdef f(self):\n\t\treturn 2\n"
+
+
+def test_replace_less_indented_than_search_keeps_the_relative_shift(repo):
+    (repo / "c.py").write_text("class A:\n    def f(self):\n        if x:\n            go()\n")
+    apply_answer(repo, sr("c.py", "if x:\n    go()\n", "if x:\n    go()\nstop()\n"))
+    assert (repo / "c.py").read_text() == "class A:\n    def f(self):\n        if x:\n            go()\n        stop()\n"
+
+
+def test_fragment_does_not_cut_a_name(repo):
+    (repo / "v.py").write_text("total = 10\nx = 1\n")
+    with pytest.raises(EditRefused):
+        apply_answer(repo, sr("v.py", "otal = 1\n", "otal = 2\n"))
+    assert (repo / "v.py").read_text() == "total = 10\nx = 1\n"
+
+
+def test_empty_existing_file_can_be_filled_by_an_empty_search(repo):
+    (repo / "empty.py").write_text("")
+    assert apply_answer(repo, sr("empty.py", "", "A = 1\n")).files == ["empty.py"]
+    assert (repo / "empty.py").read_text() == "A = 1\n"
+
+
+def test_file_and_directory_clash_inside_one_answer(repo):
+    answer = sr("pkg/mod.py", "", "A = 1\n") + sr("pkg", "", "B = 2\n")
+    with pytest.raises(EditRefused, match="pkg is written as a file, but pkg/mod.py needs it to be a directory"):
+        apply_answer(repo, answer)
+    assert not (repo / "pkg").exists()
+
+
+def test_path_below_an_existing_file_is_refused(repo):
+    with pytest.raises(EditRefused, match="calc.py is a file, not a directory"):
+        apply_answer(repo, sr("calc.py/inner.py", "", "A = 1\n"))
+
+
+def test_unreadable_path_is_a_refusal_not_a_crash(repo):
+    with pytest.raises(EditRefused, match="cannot use"):
+        apply_answer(repo, sr("x" * 300 + ".py", "", "A = 1\n"))
+
+
+def test_long_file_names_are_writable(repo):
+    name = "n" * 250 + ".py"
+    assert apply_answer(repo, sr(name, "", "A = 1\n")).files == [name]
+
+
+def test_write_failure_restores_every_file(repo):
+    """The write phase itself: when the second file cannot be written, the first is put back."""
+    root = edits._Repo(repo, ())
+    (repo / "keep.py").write_text("K = 1\n")
+    first = edits._load(root, "keep.py")
+    first.lines = ["K = 2\n"]
+    second = edits._load(root, "newdir/new.py")
+    second.lines = ["N = 1\n"]
+    second.rel = "calc.py/new.py"  # its parent is a file: the re-check before writing fails
+    before = corpus.snapshot(repo)
+    with pytest.raises(EditRefused, match="nothing was changed"):
+        edits._write(root, [first, second])
+    assert corpus.snapshot(repo) == before
+
+
+def test_refusal_lists_every_problem(repo):
+    answer = sr("calc.py", "nope\n", "yes\n") + sr("/etc/passwd", "", "x\n") + sr(".git/HEAD", "", "x\n")
+    with pytest.raises(EditRefused) as refused:
+        apply_answer(repo, answer)
+    message = str(refused.value)
+    assert "block 1" in message and "block 2" in message and "block 3" in message
+    assert "send all the edits again" in message
+
+
+def test_think_only_answer_has_no_edit(repo):
+    answer = "<think>\ncalc.py\n<<<<<<< SEARCH\ndef add\n=======\ndef plus\n>>>>>>> REPLACE\n</think>\nDone."
+    with pytest.raises(EditRefused, match="No edit found"):
+        apply_answer(repo, answer)
+
+
+def test_empty_answer(repo):
+    with pytest.raises(EditRefused, match="No edit found: your answer is empty"):
+        apply_answer(repo, "   \n")
+
+
+def test_block_without_divider_is_explained(repo):
+    with pytest.raises(EditRefused, match="has no ======= line"):
+        apply_answer(repo, "calc.py\n<<<<<<< SEARCH\ndef add(a, b):\n>>>>>>> REPLACE\n")
+
+
+def test_whole_file_keeps_crlf_and_missing_final_newline(repo):
+    (repo / "w.py").write_bytes(b"a = 1\r\nb = 2")
+    applied = apply_answer(repo, "w.py\n```python\na = 1\nb = 3\n```\n", "whole", ["w.py"])
+    assert applied.format == "whole"
+    assert (repo / "w.py").read_bytes() == b"a = 1\r\nb = 3"
+
+
+def test_whole_file_with_conflict_markers_is_refused(repo):
+    answer = "calc.py\n```python\ndef add(a, b):\n=======\n>>>>>>> REPLACE\n```\n"
+    with pytest.raises(EditRefused, match="contains SEARCH/REPLACE markers"):
+        apply_answer(repo, answer, "whole", ["calc.py"])
+
+
+def test_whole_file_may_create_a_new_file_next_to_existing_ones(repo):
+    applied = apply_answer(repo, "test_calc.py\n```python\nfrom calc import add\n```\n", "whole", ["calc.py"])
+    assert applied.files == ["test_calc.py"]
+    assert applied.notes == []
+
+
+@pytest.mark.parametrize("fmt", ["search_replace", "udiff", "auto"])
+def test_the_instructions_example_applies_to_the_real_file(repo, fmt):
+    """The example shown to the model is itself an answer that applies to the file it names."""
+    text = edit_format_instructions(fmt, "calc.py", CALC)
+    assert "calc.py" in text and "path/to" not in text
+    applied = apply_answer(repo, text, fmt)
+    assert applied.files == ["calc.py"]
+    assert "# your new line" in (repo / "calc.py").read_text()
+
+
+def test_whole_instructions_show_the_whole_small_file(repo):
+    text = edit_format_instructions("whole", "calc.py", CALC)
+    assert CALC.rstrip("\n") in text
+    # Sending the example back unchanged is the no-op slip, refused as such.
+    with pytest.raises(EditRefused, match="identical to the current file"):
+        apply_answer(repo, text, "whole")
+    long_text = "".join(f"x{i} = {i}\n" for i in range(100))
+    assert "x99 = 99" not in edit_format_instructions("whole", "big.py", long_text)
+
+
+def test_instructions_use_the_language_comment():
+    rust = "pub fn one() -> i32 {\n    1\n}\n"
+    assert "    // your new line" in edit_format_instructions("search_replace", "src/lib.rs", rust)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "auto_gvpie.edits", *args], input=stdin, text=True,
+                          capture_output=True, env=env, cwd=ROOT)
+
+
+def test_cli_applies_from_stdin_and_a_file(repo, tmp_path):
+    answer = sr("calc.py", "def add(a, b):\n    return a - b\n", "def add(a, b):\n    return a + b\n")
+    done = run_cli("--repo", str(repo), "-", stdin=answer)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "calc.py\n"
+    second = tmp_path / "answer.txt"
+    second.write_text(sr("path/to/calc.py", "def sub(a, b):\n    return a - b\n",
+                         "def sub(a, b):\n    return b - a\n"))
+    done = run_cli("--repo", str(repo), "--json", "--input", "calc.py", str(second))
+    assert done.returncode == 0
+    assert json.loads(done.stdout) == {"applied": True, "files": ["calc.py"], "format": "search_replace",
+                                       "notes": ["mapped invented path path/to/calc.py -> calc.py"]}
+
+
+def test_cli_refusal_exits_1_and_changes_nothing(repo):
+    before = corpus.snapshot(repo)
+    done = run_cli("--repo", str(repo), stdin="Just change minus to plus.")
+    assert done.returncode == 1
+    assert "No edit found" in done.stderr and done.stdout == ""
+    done = run_cli("--repo", str(repo), "--json", stdin=sr("../x.py", "", "x\n"))
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert result["applied"] is False and "leaves the repository" in result["error"]
+    assert corpus.snapshot(repo) == before
+
+
+def test_cli_whole_format(repo):
+    done = run_cli("--repo", str(repo), "--format", "whole", "--json",
+                   stdin="calc.py\n```python\ndef add(a, b):\n    return a + b\n```\n")
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["format"] == "whole"
+    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--repo", "/nonexistent/dir"], "not a directory"),
+    (["--repo", "{repo}", "/nonexistent/answer.txt"], "cannot read the answer"),
+    (["--repo", "{repo}", "--format", "json"], "invalid choice"),
+    (["--repo", "{repo}", "--bogus"], "unrecognized arguments"),
+    ([], "--repo"),
+])
+def test_cli_usage_errors_exit_2(repo, args, words):
+    done = run_cli(*(a.replace("{repo}", str(repo)) for a in args), stdin="")
+    assert done.returncode == 2
+    assert words in done.stderr
+
+
+def test_cli_main_is_callable_in_process(repo, capsys):
+    assert edits.main(["--repo", str(repo), "--json", str(repo / "missing.txt")]) == 2
+    assert json.loads(capsys.readouterr().out)["applied"] is False
+
+
+# ---------------------------------------------------------------- properties
+
+_PATHS = st.sampled_from([
+    "calc.py", "sub/mod.py", "new.py", "path/to/calc.py", "../outside/secret.txt", "../../etc/x",
+    "/tmp/gvpie-prop.py", ".git/config", ".git/hooks/pre-commit", "escape/evil.py", "escape",
+    "inner/../../outside/secret.txt", "sub/../calc.py", "~/x", ".GIT/config", "calc.py/x", "sub",
+])
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\x00"), max_size=30)
+_LINES = st.lists(st.one_of(_TEXT.map(lambda t: t.replace("\n", " ")),
+                            st.sampled_from(["def add(a, b):", "    return a - b", "", "A = 1", "=======",
+                                             "<<<<<<< SEARCH", ">>>>>>> REPLACE", "```", "@@ -1 +1 @@"])),
+                  max_size=5)
+
+
+@st.composite
+def _answers(draw) -> str:
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(_PATHS)
+        search, replace = draw(_LINES), draw(_LINES)
+        kind = draw(st.sampled_from(["sr", "diff", "whole", "prose"]))
+        if kind == "sr":
+            parts.append(sr(path, "".join(f"{x}\n" for x in search), "".join(f"{x}\n" for x in replace)))
+        elif kind == "diff":
+            old = "/dev/null" if not search else f"a/{path}"
+            body = "".join(f"-{x}\n" for x in search) + "".join(f"+{x}\n" for x in replace)
+            parts.append(f"--- {old}\n+++ b/{path}\n@@ -1,{len(search)} +1,{len(replace)} @@\n{body}")
+        elif kind == "whole":
+            parts.append(f"{path}\n```\n" + "".join(f"{x}\n" for x in replace) + "```\n")
+        else:
+            parts.append(draw(_TEXT))
+    return "\n".join(parts)
+
+
+def _world(base: Path) -> tuple[Path, Path]:
+    repo, outside = base / "repo", base / "outside"
+    (repo / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "calc.py").write_text(CALC)
+    (repo / "sub" / "mod.py").write_bytes(b"A = 1\r\nB = 2\r\n")
+    (repo / "escape").symlink_to(outside)
+    return repo, outside
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=_answers(), fmt=st.sampled_from(edits.FORMATS),
+       inputs=st.sampled_from([(), ("calc.py",), ("calc.py", "sub/mod.py")]))
+def test_never_writes_outside_and_is_all_or_nothing(answer, fmt, inputs):
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        repo, _ = _world(base)
+        before = corpus.snapshot(base)
+        try:
+            applied = apply_answer(repo, answer, fmt, inputs)
+        except EditRefused as refused:
+            assert str(refused)
+            assert corpus.snapshot(base) == before
+            return
+        after = corpus.snapshot(base)
+        changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        assert changed, "applied but nothing changed"
+        for key in changed:
+            assert key.startswith("repo/") and not key.lower().startswith("repo/.git/"), key
+        assert changed == {f"repo/{name}" for name in applied.files}
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(st.text(st.characters(blacklist_categories=("Cs", "Zl", "Zp", "Cc")), min_size=1,
+                              max_size=12).filter(lambda t: t.strip()), min_size=1, max_size=12, unique=True),
+       data=st.data(), crlf=st.booleans(), final_newline=st.booleans(), shift=st.sampled_from(["", "  ", "\t"]))
+def test_search_replace_round_trip(lines, data, crlf, final_newline, shift):
+    """Replacing any run of lines gives exactly the expected bytes, in the file's own line endings."""
+    start = data.draw(st.integers(0, len(lines) - 1))
+    end = data.draw(st.integers(start + 1, len(lines)))
+    new = data.draw(st.lists(st.sampled_from(["x = 1", "    y = 2", "z"]), max_size=3))
+    lines = [line.rstrip().lstrip(" \t") or "w" for line in lines]
+    if len(set(lines)) != len(lines):
+        return
+    eol = "\r\n" if crlf else "\n"
+    content = eol.join(lines) + (eol if final_newline else "")
+    search = "".join(f"{shift}{line}\n" for line in lines[start:end])
+    replace = "".join(f"{shift}{line}\n" for line in new)
+    expected_lines = lines[:start] + new + lines[end:]
+    expected = eol.join(expected_lines) + (eol if final_newline and expected_lines else "")
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        (repo / "f.txt").write_bytes(content.encode())
+        try:
+            apply_answer(repo, sr("f.txt", search, replace))
+        except EditRefused as refused:
+            assert lines[start:end] == new or "changes nothing" in str(refused) or expected == content, refused
+            assert (repo / "f.txt").read_bytes() == content.encode()
+            return
+        assert (repo / "f.txt").read_bytes() == expected.encode()
