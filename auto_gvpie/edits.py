@@ -79,6 +79,7 @@ class _Block:
     whole: bool = False
     creates: bool = False
     hint: int | None = None
+    at: int = 0
     diff: bool = False
     # The same hunk read as if the model dropped the space before its context lines.
     unspaced: tuple[list[str], list[str]] | None = None
@@ -125,7 +126,12 @@ class _Repo:
         return self._files
 
     def known(self, rel: str) -> bool:
-        return rel in self.input_files or (self.root / rel).exists()
+        if rel in self.input_files:
+            return True
+        try:
+            return (self.root / rel).exists()
+        except OSError:  # a name too long for the file system, say: not a file we know
+            return False
 
     def check(self, raw: str) -> str:
         """Return the cleaned repo-relative path, or raise with the reason it is refused."""
@@ -228,9 +234,8 @@ def _load(repo: _Repo, rel: str) -> _FileState:
     text, bom = _decode(original or b"")
     lines = _split_keep(text)
     crlf = sum(1 for line in lines if line.endswith("\r\n"))
-    eol = "\r\n" if crlf * 2 > len(lines) else "\n"
-    if original is None or not text:
-        eol = "\n"
+    ended = sum(1 for line in lines if line.endswith("\n"))
+    eol = "\r\n" if crlf * 2 > ended else "\n"
     return _FileState(rel, real, original, lines, eol, text.endswith("\n") or not text, bom)
 
 
@@ -246,7 +251,6 @@ def _bare(line: str) -> str:
 class _Match:
     start: int
     end: int
-    how: str
     trim_head: int = 0
     trim_tail: int = 0
     from_indent: str = ""
@@ -294,18 +298,18 @@ def _locate(file_lines: list[str], search: list[str], hint: int | None) -> tuple
     def windows(size: int) -> range:
         return range(0, len(bare) - size + 1) if size else range(0)
 
-    exact = [_Match(i, i + len(search), "exact") for i in windows(len(search))
+    exact = [_Match(i, i + len(search)) for i in windows(len(search))
              if bare[i: i + len(search)] == search]
     if exact:
         return _prefer(exact, hint), "exact"
     rs = [line.rstrip() for line in search]
-    loose = [_Match(i, i + len(rs), "trailing whitespace") for i in windows(len(rs))
+    loose = [_Match(i, i + len(rs)) for i in windows(len(rs))
              if stripped[i: i + len(rs)] == rs]
     if loose:
         return _prefer(loose, hint), "trailing whitespace"
     core, head, tail = _trim_blank_edges(rs)
     if core and (head or tail):
-        edged = [_Match(i, i + len(core), "blank lines", head, tail) for i in windows(len(core))
+        edged = [_Match(i, i + len(core), head, tail) for i in windows(len(core))
                  if stripped[i: i + len(core)] == core]
         if edged:
             return _prefer(edged, hint), "blank lines at the block edges"
@@ -318,12 +322,12 @@ def _locate(file_lines: list[str], search: list[str], hint: int | None) -> tuple
             window_indent = _common_indent(window)
             if window_indent is not None and window_indent != search_indent \
                     and _dedent(window, window_indent) == target:
-                shifted.append(_Match(i, i + len(core), "indentation", head, tail, search_indent, window_indent))
+                shifted.append(_Match(i, i + len(core), head, tail, search_indent, window_indent))
         if shifted:
             return _prefer(shifted, hint), "a shifted indentation"
     if len(core) == 1 and core[0].strip():
         fragment = core[0].strip()
-        hits = [_Match(i, i + 1, "fragment", column=(at, at + len(fragment)))
+        hits = [_Match(i, i + 1, column=(at, at + len(fragment)))
                 for i, line in enumerate(bare) for at in _word_occurrences(line, fragment)]
         if hits:
             return _prefer(hits, hint), "the rest of the line"
@@ -376,10 +380,10 @@ def _replacement(match: _Match, replace: list[str], file_lines: list[str]) -> li
     lines = [_bare(line) for line in replace]
     if match.column is not None:
         line = _bare(file_lines[match.start])
-        new = " ".join(x.strip() for x in lines if x.strip())
+        new = next((x.strip() for x in lines if x.strip()), "")
         return [line[: match.column[0]] + new + line[match.column[1]:]]
     if match.trim_head or match.trim_tail:
-        core, head, tail = _trim_blank_edges(lines)
+        _, head, tail = _trim_blank_edges(lines)
         # Drop as many edge blank lines from REPLACE as SEARCH had in excess.
         lines = lines[min(head, match.trim_head): len(lines) - min(tail, match.trim_tail)]
     if match.from_indent != match.to_indent:
@@ -404,9 +408,8 @@ def _path_in_line(line: str, repo: _Repo, prose: bool = False) -> str | None:
                 return token
         return None
     marker = _FILE_MARKER.match(text)
-    if marker:
-        token = _clean_path(marker.group(1))
-        return token if _PATHLIKE.match(token) else None
+    if marker and _PATHLIKE.match(_clean_path(marker.group(1))):
+        return _clean_path(marker.group(1))
     token = re.sub(r"^#+\s*", "", text).strip().strip("*`'\"").rstrip(":").strip().strip("*`'\"")
     token = _clean_path(token)
     if token and _PATHLIKE.match(token) and _looks_like_path(token, repo):
@@ -444,16 +447,17 @@ def _path_before(lines: list[str], index: int, repo: _Repo) -> str | None:
     return _path_in_line(lines[i], repo, prose=True) if i >= 0 else None
 
 
-def _parse_search_replace(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
+def _parse_search_replace(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str], list[range]]:
+    """The blocks, the problems with malformed ones, and the answer lines each block spans."""
     blocks: list[_Block] = []
     problems: list[str] = []
+    spans: list[range] = []
     i = 0
     while i < len(lines):
         if not _HEAD.match(lines[i]):
             i += 1
             continue
-        number = len(blocks) + 1
-        label = f"block {number} (answer line {i + 1})"
+        label = f"block {len(spans) + 1} (answer line {i + 1})"
         path = _path_before(lines, i, repo)
         j = i + 1
         search: list[str] = []
@@ -463,7 +467,7 @@ def _parse_search_replace(lines: list[str], repo: _Repo) -> tuple[list[_Block], 
         if j >= len(lines) or not _DIVIDER.match(lines[j]):
             problems.append(f"{label}: the SEARCH part has no ======= line after it; write <<<<<<< SEARCH, "
                             f"the current lines, =======, the new lines, >>>>>>> REPLACE")
-            blocks.append(_Block(label, path, search, []))
+            spans.append(range(i, j))
             i = j
             continue
         j += 1
@@ -476,16 +480,17 @@ def _parse_search_replace(lines: list[str], repo: _Repo) -> tuple[list[_Block], 
             fence_at = next((k for k, line in enumerate(replace) if _FENCE.match(line)), None)
             if fence_at is None:
                 problems.append(f"{label}: the block has no >>>>>>> REPLACE line at its end")
-                blocks.append(_Block(label, path, search, replace))
+                spans.append(range(i, j))
                 i = j
                 continue
             # The model closed its code fence instead of writing the REPLACE marker.
             j = j - len(replace) + fence_at
             replace = replace[:fence_at]
             notes.append(f"{label}: no >>>>>>> REPLACE line; the block ends at the closing fence")
-        blocks.append(_Block(label, path, search, replace, notes=notes))
+        blocks.append(_Block(label, path, search, replace, at=i, notes=notes))
+        spans.append(range(i, j + 1))
         i = j + 1
-    return blocks, problems
+    return blocks, problems, spans
 
 
 def _parse_udiff(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
@@ -586,6 +591,7 @@ def _fence_start(lines: list[str], index: int) -> int:
 def _read_hunk(lines: list[str], i: int, fenced: list[bool], section: _DiffFile, hint: int | None,
                number: int) -> tuple[_Block, int]:
     label = f"hunk {number} (answer line {i})"
+    first = i
     body: list[str] = []
     while i < len(lines):
         line = lines[i]
@@ -610,7 +616,7 @@ def _read_hunk(lines: list[str], i: int, fenced: list[bool], section: _DiffFile,
     if hint is not None:
         hint += section.shift
     return _Block(label, section.path, [] if section.creates else before, after, creates=section.creates,
-                  hint=hint, diff=True, unspaced=unspaced), i
+                  hint=hint, at=first, diff=True, unspaced=unspaced), i
 
 
 def _hunk_sides(body: list[str], strip_space: bool) -> tuple[list[str], list[str]]:
@@ -643,10 +649,10 @@ def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]
         while j < len(lines) and not (lines[j].strip().startswith(mark[0] * len(mark))
                                       and not lines[j].strip().strip(mark[0])):
             j += 1
-        fences.append((i, j, _path_before(lines, i + 1, repo) if i + 1 <= len(lines) else None))
+        fences.append((i, j, _path_before(lines, i + 1, repo)))
         i = j + 1
     blocks: list[_Block] = []
-    for number, (start, end, path) in enumerate(fences, 1):
+    for start, end, path in fences:
         content = lines[start + 1: end]
         notes: list[str] = []
         if path is None and content:
@@ -662,7 +668,7 @@ def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]
             else:
                 continue
         label = f"the file block for {path} (answer line {start + 1})"
-        blocks.append(_Block(label, path, [], content, whole=True, notes=notes))
+        blocks.append(_Block(label, path, [], content, whole=True, at=start, notes=notes))
     return blocks, []
 
 
@@ -681,21 +687,40 @@ def _has_udiff(lines: list[str]) -> bool:
     return pairs or any(re.match(r"^@@.*@@|^@@\s*$", line) for line in lines)
 
 
-def _parse(text: str, fmt: str, repo: _Repo) -> tuple[str, list[_Block], list[str]]:
+def _parse(text: str, fmt: str, repo: _Repo) -> tuple[str, list[_Block], list[str], list[str]]:
+    """The format found, the blocks in answer order, problems, and notes about the answer as a whole."""
     # Reasoning models think aloud first; edits sketched there are not the answer.
     text = _THINK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
     lines = re.split(r"\r?\n", text)
-    has_sr = any(_HEAD.match(line) for line in lines)
-    if fmt in ("auto", "search_replace", "whole") and has_sr:
-        blocks, problems = _parse_search_replace(lines, repo)
-        return "search_replace", blocks, problems
-    if fmt in ("auto", "udiff", "whole") and _has_udiff(lines):
-        blocks, problems = _parse_udiff(lines, repo)
-        return "udiff", blocks, problems
-    if fmt == "whole":
+    sr_blocks, sr_problems, spans = _parse_search_replace(lines, repo)
+    # A diff is looked for only outside the SEARCH/REPLACE blocks, whose content may be anything.
+    consumed = {n for span in spans for n in span}
+    rest = ["" if n in consumed else line for n, line in enumerate(lines)]
+    has_sr, has_diff = bool(spans), _has_udiff(rest)
+    if fmt == "whole" and not has_sr and not has_diff:
         blocks, problems = _parse_whole(lines, repo)
-        return "whole", blocks, problems
-    return fmt, [], []
+        return "whole", blocks, problems, []
+    blocks, problems, notes, found = [], [], [], []
+    if has_sr and fmt != "udiff":
+        blocks += sr_blocks
+        problems += sr_problems
+        found.append("search_replace")
+    if has_diff and fmt != "search_replace":
+        diff_blocks, diff_problems = _parse_udiff(rest, repo)
+        blocks += diff_blocks
+        problems += diff_problems
+        found.append("udiff")
+    if found and has_sr and has_diff:
+        if len(found) == 2:
+            notes.append("the answer mixes SEARCH/REPLACE blocks and a unified diff")
+        else:
+            other = "a unified diff" if found == ["search_replace"] else "SEARCH/REPLACE blocks"
+            problems.append(f"your answer also contains {other}, which this format does not accept; write every "
+                            f"change as {'SEARCH/REPLACE blocks' if fmt == 'search_replace' else 'a unified diff'}")
+    if fmt == "whole" and found:
+        notes.append(f"whole files were asked for; the answer is in the {found[0]} format")
+    blocks.sort(key=lambda block: block.at)
+    return (found[0] if found else fmt), blocks, problems, notes
 
 
 # ---------------------------------------------------------------------------
@@ -711,12 +736,9 @@ def apply_answer(repo: Path, text: str, fmt: str = "auto", input_files: Sequence
     if fmt not in FORMATS:
         raise ValueError(f"unknown edit format {fmt!r}; expected one of {', '.join(FORMATS)}")
     root = _Repo(Path(repo), input_files)
-    found, blocks, problems = _parse(text, fmt, root)
+    found, blocks, problems, notes = _parse(text, fmt, root)
     if not blocks and not problems:
         raise EditRefused(_no_edit_message(text, fmt, root))
-    notes: list[str] = []
-    if fmt == "whole" and found != "whole":
-        notes.append(f"whole files were asked for; the answer is in the {found} format")
     states: dict[str, _FileState] = {}
     order: list[str] = []
     previous_path: str | None = None
@@ -787,9 +809,9 @@ def _apply_block(block: _Block, state: _FileState, notes: list[str]) -> None:
                 raise _Problem(f"the hunk has no unchanged or '-' lines, so nothing tells where in {rel} its "
                                f"lines go; include a few unchanged lines around the change, each starting "
                                f"with a space")
-            what = "the diff creates" if block.diff else "SEARCH is empty, which means a new file, but"
-            raise _Problem(f"{what} {rel} already exists and is not empty; put the current lines you want to "
-                           f"change in SEARCH")
+            what = "the diff creates a new file" if block.diff else "SEARCH is empty, which means a new file"
+            raise _Problem(f"{what}, but {rel} already exists and is not empty; put the current lines you want "
+                           f"to change in {'the hunk' if block.diff else 'SEARCH'}")
         state.lines = [_bare(line) + "\n" for line in block.replace]
         state.eol, state.final_newline = "\n", True
         return

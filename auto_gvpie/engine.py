@@ -58,6 +58,7 @@ class AttemptResult:
     tests: list[CommandResult] = field(default_factory=list)
     artifact_kind: str | None = None
     artifact_path: str | None = None
+    summary: str = ""  # one line for --status
 
 
 class Engine:
@@ -117,7 +118,7 @@ class Engine:
             self._record(task, number, result, llm_seconds, test_seconds, total)
             if result.outcome == "passed":
                 return self._succeed(task, number, worktree, result)
-            last_error = result.feedback.strip().splitlines()[0] if result.feedback.strip() else result.outcome
+            last_error = result.summary or result.outcome
             history.append(prompts.Attempt(number, result.answer, result.outcome, result.feedback))
         return Outcome(task.id, "failed", max(task.max_attempts, first - 1), self._artifacts(task), last_error)
 
@@ -139,7 +140,8 @@ class Engine:
             feedback = f"Your answer could not be used ({exc.reason}): {exc}"
             if exc.reason == "truncated":
                 feedback += "\nThe answer was cut off: answer shorter (only the changed parts)."
-            return AttemptResult("bad_answer", feedback, exc.partial_text), time.monotonic() - started
+            return (AttemptResult("bad_answer", feedback, exc.partial_text, summary=f"unusable LLM answer: {exc}"),
+                    time.monotonic() - started)
         llm_seconds = time.monotonic() - started
         log.info("attempt %d of %s: LLM answered in %d ms", number, task.id, llm_seconds * 1000)
         if worktree is None:
@@ -168,7 +170,8 @@ class Engine:
             applied = apply_answer(worktree.path, answer, fmt or "auto", task.inputs)
         except EditRefused as exc:
             log.info("attempt %d of %s: edit refused: %s", number, task.id, str(exc).splitlines()[0])
-            return AttemptResult("refused", f"Your edit was refused, nothing was changed:\n{exc}", answer)
+            return AttemptResult("refused", f"Your edit was refused, nothing was changed:\n{exc}", answer,
+                                 summary=f"edit refused: {str(exc).strip().splitlines()[0]}")
         log.info("attempt %d of %s: edit applied to %s", number, task.id, ", ".join(applied.files))
         tests = self._run_tests(task, worktree, number, "running tests")
         failing = [t for t in tests if not t.passed]
@@ -184,7 +187,9 @@ class Engine:
                      else "it was already failing before your change")
             status = "timed out" if test.timed_out else f"exit code {test.exit_code}"
             lines.append(f"$ {test.command}   ({status}; {blame})\n{test.output.strip()}")
-        return AttemptResult("tests_failed", "\n".join(lines), answer, tests, "patch", None)
+        summary = "tests fail: " + "; ".join(
+            f"{t.command} ({'timed out' if t.timed_out else f'exit {t.exit_code}'})" for t in failing)
+        return AttemptResult("tests_failed", "\n".join(lines), answer, tests, "patch", None, summary)
 
     def _pixel_result(self, task: Task, number: int, answer: str) -> AttemptResult:
         self._stage(task, number, "validating pixel program")
@@ -193,7 +198,8 @@ class Engine:
             program = parse_program(document)
         except (prompts.NoJSON, ValidationError) as exc:
             log.info("attempt %d of %s: invalid pixel program: %s", number, task.id, exc)
-            return AttemptResult("invalid_program", f"The pixel program is invalid: {exc}", answer)
+            return AttemptResult("invalid_program", f"The pixel program is invalid: {exc}", answer,
+                                 summary=f"invalid pixel program: {exc}")
         self._stage(task, number, "rendering")
         artifacts = self.settings.artifacts_dir
         program_path = artifacts / f"{task.id}.json"

@@ -195,25 +195,15 @@ def parse_inbox(text: str, name: str = "auto_tasks.json") -> list[Task]:
     return tasks
 
 
-@contextmanager
-def _locked(path: Path, exclusive: bool) -> Iterator[None]:
-    """Advisory lock on a sidecar file, so readers never see a half-written --add."""
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def read_inbox(path: Path, retries: int = 5) -> list[Task]:
     """Read the inbox; a value cut off at the end of the file may be a raw `>>` append still being written, so retry."""
     if not path.exists():
         return []
     for attempt in range(retries):
-        with _locked(path, exclusive=False):
-            data = path.read_bytes()
+        with open(path, "rb") as handle:
+            # A shared lock on the file itself, so a concurrent --add is never read half-written.
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            data = handle.read()
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -230,25 +220,26 @@ def read_inbox(path: Path, retries: int = 5) -> list[Task]:
 
 
 def append_task(path: Path, fields: dict[str, Any]) -> Task:
-    """Append one task as a JSON line, under the lock and in one write, never rewriting what is there."""
-    task = _check_task(fields, f"{path}: new task", 0, 0)
+    """Append one task as a JSON line, under an exclusive lock and in one write, never rewriting what is there.
+
+    A file that does not parse is refused rather than appended to, so the error is seen now."""
+    _check_task(fields, f"{path}: new task", 0, 0)
     line = json.dumps(fields, ensure_ascii=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path, exclusive=True):
-        existing = parse_inbox(path.read_text(encoding="utf-8"), str(path)) if path.exists() else []
-        if "id" in fields and any(t.id == fields["id"] for t in existing):
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        existing = os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
+        before = parse_inbox(existing, str(path))
+        if "id" in fields and any(t.id == fields["id"] for t in before):
             raise InboxError(f"{path}: a task with id {fields['id']!r} already exists")
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            needs_newline = size > 0 and not path.read_bytes().endswith(b"\n")
-            os.write(fd, (("\n" if needs_newline else "") + line + "\n").encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    if "id" not in fields:
-        # The id is derived from the content and repeats are numbered; recompute from the file for the real one.
-        return [t for t in read_inbox(path) if t.title == task.title][-1]
+        addition = ("\n" if existing and not existing.endswith("\n") else "") + line + "\n"
+        # Ids of tasks without one depend on repeats earlier in the file; parse the result to learn it.
+        task = parse_inbox(existing + addition, str(path))[-1]
+        os.write(fd, addition.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # also releases the lock
     return task
 
 

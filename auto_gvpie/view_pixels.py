@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 if __package__ in (None, ""):  # run as `python auto_gvpie/view_pixels.py` from any directory
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -120,7 +119,7 @@ def list_artifacts(home: Path) -> list[ArtifactRow]:
     if not folder.is_dir():
         return []
     titles = _task_titles(home)
-    rows = []
+    found: list[tuple[float, ArtifactRow]] = []
     for path in sorted(folder.iterdir()):
         if not _is_pixel_artifact(path):
             continue
@@ -130,18 +129,19 @@ def list_artifacts(home: Path) -> list[ArtifactRow]:
             continue
         if not isinstance(obj, dict) or obj.get("kind") != "pixel_program":
             continue
-        stat = path.stat()
-        date = dt.datetime.fromtimestamp(stat.st_mtime).strftime("%Y-%m-%d %H:%M")
+        mtime = path.stat().st_mtime
+        date = dt.datetime.fromtimestamp(mtime).strftime("%Y-%m-%d %H:%M")
+        task = titles.get(path.stem, "")
         try:
             program = parse_program(obj)
         except ValidationError as exc:
-            rows.append(ArtifactRow(path.stem, str(obj.get("name", "")), titles.get(path.stem, ""),
-                                    None, None, None, date, str(path), str(exc)))
-            continue
-        rows.append(ArtifactRow(path.stem, program.name, titles.get(path.stem, ""), program.canvas.width,
-                                program.canvas.height, len(program.ops), date, str(path)))
-    rows.sort(key=lambda row: (Path(row.path).stat().st_mtime, row.id), reverse=True)
-    return rows
+            row = ArtifactRow(path.stem, str(obj.get("name", "")), task, None, None, None, date, str(path), str(exc))
+        else:
+            row = ArtifactRow(path.stem, program.name, task, program.canvas.width, program.canvas.height,
+                              len(program.ops), date, str(path))
+        found.append((mtime, row))
+    found.sort(key=lambda item: (item[0], item[1].id), reverse=True)
+    return [row for _, row in found]
 
 
 def _latest_from_memory(home: Path) -> Path | None:
@@ -151,12 +151,10 @@ def _latest_from_memory(home: Path) -> Path | None:
     try:
         memory_module = importlib.import_module("auto_gvpie.memory")
         record = memory_module.Memory(home).latest_artifact(kind="pixel")
+        fields = {} if record is None else record if isinstance(record, dict) else vars(record)
     except Exception as exc:  # memory is optional here: any failure means "ask the files instead"
         log.debug("memory has no latest artifact: %s", exc)
         return None
-    if record is None:
-        return None
-    fields = record if isinstance(record, dict) else vars(record)
     if fields.get("path"):
         path = Path(fields["path"])
         path = path if path.is_absolute() else home / path
@@ -192,14 +190,16 @@ def _print_table(rows: list[ArtifactRow]) -> None:
 
 
 def _run_gpu(program: PixelProgram, out_png: Path, cpu_image: np.ndarray) -> dict[str, Any]:
+    """Render on the GPU runner and count the pixels that differ from the CPU render (-1: other size)."""
     try:
         gpu = importlib.import_module("auto_gvpie.pixels.gpu")
     except ImportError:
         raise UsageError("the GPU runner is not available (auto_gvpie.pixels.gpu is missing)") from None
-    gpu.render_gpu(program, out_png)
-    # Pillow decodes the runner's PNG only to compare its pixels with the CPU render.
-    with Image.open(out_png) as img:
-        gpu_image = np.asarray(img.convert("RGBA"))
+    try:
+        gpu.render_gpu(program, out_png)
+    except gpu.GPUError as exc:
+        return {"gpu_error": str(exc)}
+    gpu_image = gpu.read_png(out_png)
     differing = int((gpu_image != cpu_image).any(axis=-1).sum()) if gpu_image.shape == cpu_image.shape else -1
     return {"gpu_png": str(out_png), "gpu_differing_pixels": differing}
 
@@ -231,13 +231,8 @@ def show(args: argparse.Namespace) -> int:
     if args.gpu:
         out_png = Path(args.png).with_suffix(".gpu.png") if args.png else \
             Path(tempfile.mkdtemp(prefix="gvpie-gpu-")) / f"{path.stem}.png"
-        try:
-            result.update(_run_gpu(program, out_png, image))
-        except UsageError:
-            raise
-        except Exception as exc:  # the runner is a separate program; report its failure, don't crash
-            result["gpu_error"] = str(exc)
-        if result.get("gpu_differing_pixels", 1) != 0:
+        result.update(_run_gpu(program, out_png, image))
+        if result.get("gpu_differing_pixels") != 0:
             exit_code = EXIT_FAILED
     want_ascii = args.ascii or not (args.png or args.json or args.gpu)
     preview = ascii_preview(image, max_width=max(1, args.width)) if want_ascii else None

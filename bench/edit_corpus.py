@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from auto_gvpie.edits import EditRefused, apply_answer  # noqa: E402
+from bench_report import write_section  # noqa: E402
 
 CORPUS = ROOT / "tests" / "edit_corpus"
-BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
-START, END = "<!-- edit_corpus:start -->", "<!-- edit_corpus:end -->"
 CATEGORIES = ("good", "sloppy", "slip", "hostile")
 _DIFF = re.compile(r"^(@@|--- .*\n\+\+\+ )", re.MULTILINE)
 
@@ -250,9 +249,7 @@ def report(cases: list[Case], ours: dict[str, list[CaseResult]], base: dict[str,
     misses = "\n".join(f"- `{r.case.name}` ({r.case.category}, {r.outcome}): {r.problems[0]}" for r in wrong) \
         or "- none"
     base_misses = ", ".join(f"`{r.case.name}`" for r in base_first if not r.correct) or "none"
-    return f"""## Edit corpus
-
-How many realistic model answers `auto_gvpie.edits.apply_answer` handles correctly: applied with
+    return f"""How many realistic model answers `auto_gvpie.edits.apply_answer` handles correctly: applied with
 exactly the expected result, or refused with the expected explanation, and in every case nothing
 written outside the repository or into `.git/`. Cases live in `tests/edit_corpus/` (one directory
 each: `before/`, `answer.txt`, `after/` or the expected refusal in `case.json`); categories:
@@ -289,18 +286,6 @@ def _git_version() -> str:
     return subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.split()[-1]
 
 
-def write_section(section: str, path: Path = BENCHMARKS) -> None:
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs of every case, for the timing medians")
@@ -314,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(cases, ours, base, args.repeat, command)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section("edit_corpus", "Edit corpus", section)
     return 0 if all(runs[0].correct for runs in ours.values()) else 1
 
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from auto_gvpie import edits
@@ -139,7 +139,7 @@ def test_earlier_hunks_shift_the_line_numbers_of_later_ones(repo):
 
 
 def test_edits_to_one_file_build_on_each_other(repo):
-    answer = sr("calc.py", "    return a - b\n\n\ndef sub", "    return a + b\n\n\ndef sub") \
+    answer = sr("calc.py", "    return a - b\n\n\ndef sub(a, b):\n", "    return a + b\n\n\ndef sub(a, b):\n") \
         + sr("calc.py", "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return b + a\n")
     apply_answer(repo, answer)
     assert (repo / "calc.py").read_text().startswith("def add(a, b):\n    return b + a\n")
@@ -173,10 +173,10 @@ def test_empty_existing_file_can_be_filled_by_an_empty_search(repo):
 
 
 def test_file_and_directory_clash_inside_one_answer(repo):
-    answer = sr("pkg/mod.py", "", "A = 1\n") + sr("pkg", "", "B = 2\n")
-    with pytest.raises(EditRefused, match="pkg is written as a file, but pkg/mod.py needs it to be a directory"):
+    answer = sr("lib.py/mod.py", "", "A = 1\n") + sr("lib.py", "", "B = 2\n")
+    with pytest.raises(EditRefused, match="lib.py is written as a file, but lib.py/mod.py needs it to be a direc"):
         apply_answer(repo, answer)
-    assert not (repo / "pkg").exists()
+    assert not (repo / "lib.py").exists()
 
 
 def test_path_below_an_existing_file_is_refused(repo):
@@ -229,9 +229,27 @@ def test_empty_answer(repo):
         apply_answer(repo, "   \n")
 
 
-def test_block_without_divider_is_explained(repo):
-    with pytest.raises(EditRefused, match="has no ======= line"):
+def test_block_without_divider_is_explained_once(repo):
+    with pytest.raises(EditRefused) as refused:
         apply_answer(repo, "calc.py\n<<<<<<< SEARCH\ndef add(a, b):\n>>>>>>> REPLACE\n")
+    assert str(refused.value).count("\n- ") == 1
+    assert "block 1 (answer line 2): the SEARCH part has no ======= line" in str(refused.value)
+
+
+def test_mixed_answer_applies_both_parts_in_order(repo):
+    answer = (sr("calc.py", "def add(a, b):\n    return a - b\n", "def add(a, b):\n    return a + b\n")
+              + "--- calc.py\n+++ calc.py\n@@\n def add(a, b):\n-    return a + b\n+    return b + a\n")
+    applied = apply_answer(repo, answer)
+    assert applied.notes == ["the answer mixes SEARCH/REPLACE blocks and a unified diff"]
+    assert (repo / "calc.py").read_text().startswith("def add(a, b):\n    return b + a\n")
+
+
+def test_strict_format_refuses_a_mixed_answer(repo):
+    answer = (sr("calc.py", "def add(a, b):\n    return a - b\n", "def add(a, b):\n    return a + b\n")
+              + "--- calc.py\n+++ calc.py\n@@\n def sub(a, b):\n-    return a - b\n+    return b - a\n")
+    with pytest.raises(EditRefused, match="also contains a unified diff"):
+        apply_answer(repo, answer, "search_replace")
+    assert (repo / "calc.py").read_text() == CALC
 
 
 def test_whole_file_keeps_crlf_and_missing_final_newline(repo):
@@ -275,7 +293,8 @@ def test_whole_instructions_show_the_whole_small_file(repo):
 
 def test_instructions_use_the_language_comment():
     rust = "pub fn one() -> i32 {\n    1\n}\n"
-    assert "    // your new line" in edit_format_instructions("search_replace", "src/lib.rs", rust)
+    text = edit_format_instructions("search_replace", "src/lib.rs", rust)
+    assert "// your new line" in text and "# your new line" not in text
 
 
 # ---------------------------------------------------------------- command line
@@ -341,16 +360,17 @@ def test_cli_main_is_callable_in_process(repo, capsys):
 
 # ---------------------------------------------------------------- properties
 
-_PATHS = st.sampled_from([
-    "calc.py", "sub/mod.py", "new.py", "path/to/calc.py", "../outside/secret.txt", "../../etc/x",
-    "/tmp/gvpie-prop.py", ".git/config", ".git/hooks/pre-commit", "escape/evil.py", "escape",
-    "inner/../../outside/secret.txt", "sub/../calc.py", "~/x", ".GIT/config", "calc.py/x", "sub",
-])
+_PATHS = st.one_of(st.sampled_from(["calc.py", "sub/mod.py", "new.py", "path/to/calc.py", "sub/new/deep.py"]),
+                   st.sampled_from(["../outside/secret.txt", "../../etc/x", "/tmp/gvpie-prop.py", ".git/config",
+                                    ".git/hooks/pre-commit", "escape/evil.py", "escape", "sub/../calc.py", "~/x",
+                                    "inner/../../outside/secret.txt", ".GIT/config", "calc.py/x", "sub"]))
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\x00"), max_size=30)
 _LINES = st.lists(st.one_of(_TEXT.map(lambda t: t.replace("\n", " ")),
                             st.sampled_from(["def add(a, b):", "    return a - b", "", "A = 1", "=======",
                                              "<<<<<<< SEARCH", ">>>>>>> REPLACE", "```", "@@ -1 +1 @@"])),
                   max_size=5)
+# Lines that are really in the generated repository, so that many answers apply.
+_REAL = st.sampled_from([["def add(a, b):", "    return a - b"], ["def sub(a, b):"], ["A = 1"], ["B = 2"], []])
 
 
 @st.composite
@@ -358,7 +378,7 @@ def _answers(draw) -> str:
     parts = []
     for _ in range(draw(st.integers(1, 3))):
         path = draw(_PATHS)
-        search, replace = draw(_LINES), draw(_LINES)
+        search, replace = draw(st.one_of(_REAL, _LINES)), draw(_LINES)
         kind = draw(st.sampled_from(["sr", "diff", "whole", "prose"]))
         if kind == "sr":
             parts.append(sr(path, "".join(f"{x}\n" for x in search), "".join(f"{x}\n" for x in replace)))
@@ -396,9 +416,11 @@ def test_never_writes_outside_and_is_all_or_nothing(answer, fmt, inputs):
         try:
             applied = apply_answer(repo, answer, fmt, inputs)
         except EditRefused as refused:
+            event("refused")
             assert str(refused)
             assert corpus.snapshot(base) == before
             return
+        event("applied")
         after = corpus.snapshot(base)
         changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
         assert changed, "applied but nothing changed"
@@ -421,6 +443,8 @@ def test_search_replace_round_trip(lines, data, crlf, final_newline, shift):
         return
     eol = "\r\n" if crlf else "\n"
     content = eol.join(lines) + (eol if final_newline else "")
+    if len(lines) == 1 and not final_newline:
+        eol = "\n"  # a file without any line break gives no line ending to keep; new ones get LF
     search = "".join(f"{shift}{line}\n" for line in lines[start:end])
     replace = "".join(f"{shift}{line}\n" for line in new)
     expected_lines = lines[:start] + new + lines[end:]
@@ -435,3 +459,44 @@ def test_search_replace_round_trip(lines, data, crlf, final_newline, shift):
             assert (repo / "f.txt").read_bytes() == content.encode()
             return
         assert (repo / "f.txt").read_bytes() == expected.encode()
+
+
+_GOOD_EDITS = {
+    "calc.py": (sr("calc.py", "def add(a, b):\n    return a - b\n", "def add(a, b):\n    return a + b\n"),
+                CALC.replace("return a - b", "return a + b", 1).encode()),
+    "sub/mod.py": ("--- a/sub/mod.py\n+++ b/sub/mod.py\n@@ -1 +1 @@\n-A = 1\n+A = 3\n", b"A = 3\r\nB = 2\r\n"),
+    "sub/new/deep.py": (sr("sub/new/deep.py", "", "D = 1\n"), b"D = 1\n"),
+    "new.py": ("--- /dev/null\n+++ b/new.py\n@@ -0,0 +1 @@\n+N = 1\n", b"N = 1\n"),
+}
+_BAD_EDITS = st.sampled_from([
+    sr("../outside/secret.txt", "secret\n", "leaked\n"),
+    sr("escape/secret.txt", "secret\n", "leaked\n"),
+    sr(".git/HEAD", "", "ref: refs/heads/evil\n"),
+    sr("/tmp/gvpie-prop.py", "", "x = 1\n"),
+    sr("calc.py", "def mul(a, b):\n", "def times(a, b):\n"),
+    sr("calc.py", "(a, b):\n", "(x, y):\n"),
+    "--- a/calc.py\n+++ /dev/null\n@@ -1 +0,0 @@\n-def add(a, b):\n",
+    sr("sub", "", "x\n"),
+])
+
+
+@settings(max_examples=100, deadline=None)
+@given(chosen=st.lists(st.sampled_from(sorted(_GOOD_EDITS)), min_size=1, max_size=4, unique=True),
+       bad=st.one_of(st.none(), _BAD_EDITS), data=st.data())
+def test_one_bad_block_spoils_the_whole_answer(chosen, bad, data):
+    parts = [_GOOD_EDITS[name][0] for name in chosen]
+    if bad is not None:
+        parts.insert(data.draw(st.integers(0, len(parts))), bad)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        repo, _ = _world(base)
+        before = corpus.snapshot(base)
+        if bad is not None:
+            with pytest.raises(EditRefused):
+                apply_answer(repo, "\n".join(parts))
+            assert corpus.snapshot(base) == before
+            return
+        applied = apply_answer(repo, "\n".join(parts))
+        assert applied.files == chosen
+        for name in chosen:
+            assert (repo / name).read_bytes() == _GOOD_EDITS[name][1]

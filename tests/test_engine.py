@@ -16,6 +16,7 @@ from conftest import ROOT, git, run_cli, write_tasks
 from llm_server import LLMServer, Reply, refusing_url
 
 FIX = "calc.py\n```python\ndef add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
+WRONG2 = "calc.py\n```python\ndef add(a, b):\n    return b - a\n\n\ndef mul(a, b):\n    return a * b\n```\n"
 WRONG = "calc.py\n```python\ndef add(a, b):\n    return a * b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
 MADE_UP = "calc.py\n```\n<<<<<<< SEARCH\ndef add(x, y):\n    return x - y\n=======\ndef add(x, y):\n    return x + y\n>>>>>>> REPLACE\n```\n"
 PIXEL = ('Here is your picture:\n```json\n{"kind": "pixel_program", "version": 1, "name": "box",'
@@ -71,7 +72,7 @@ def test_fixed_on_second_attempt_because_the_failure_was_fed_back(home, repo):
 
 def test_fails_after_max_attempts_with_last_error_in_status(home, repo):
     write_tasks(home, [{**FIX_TASK, "max_attempts": 2}])
-    with LLMServer([WRONG, WRONG]) as server:
+    with LLMServer([WRONG, WRONG2]) as server:
         out = cli(home, repo, server.url, "--once", "--json")
     assert out.returncode == 1
     assert json.loads(out.stdout)["tasks"][0]["status"] == "failed"

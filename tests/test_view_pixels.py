@@ -175,3 +175,24 @@ def test_gpu_without_the_runner_module_is_a_clear_usage_error(tmp_path: Path):
 def test_source_flags_are_exclusive(tmp_path: Path):
     proc = view("--file", str(BOOT), "--list", cwd=tmp_path)
     assert proc.returncode == 2 and "not allowed with" in proc.stderr
+
+
+def _runner_built() -> bool:
+    if importlib.util.find_spec("auto_gvpie.pixels.gpu") is None:
+        return False
+    from auto_gvpie.pixels import gpu
+    try:
+        return gpu.find_runner() is not None
+    except gpu.GPUError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _runner_built(), reason="no built gvpie-runner")
+def test_gpu_render_matches_the_cpu_render(tmp_path: Path):
+    proc = view("--file", str(BOOT), "--gpu", "--png", str(tmp_path / "cpu.png"), "--json", cwd=tmp_path)
+    result = json.loads(proc.stdout)
+    if "gpu_error" in result:
+        pytest.skip(f"no usable GPU adapter here: {result['gpu_error']}")
+    assert proc.returncode == 0 and result["gpu_differing_pixels"] == 0
+    assert (tmp_path / "cpu.gpu.png").is_file()

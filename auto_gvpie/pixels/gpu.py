@@ -128,8 +128,11 @@ def _run(args: list[str], runner: Path | None) -> subprocess.CompletedProcess:
         raise RunnerFailed(f"{binary} did not finish within {RENDER_TIMEOUT_S} s", -1, str(exc.stderr or "")) from exc
     if proc.returncode != 0:
         stderr = proc.stderr.strip()
+        # Vulkan drivers may print their own chatter; the runner's explanation is in its own lines.
+        own = [line for line in stderr.splitlines() if line.startswith(f"{BINARY_NAME}: ")]
+        message = "\n".join(own) or stderr or f"{binary.name} exited with {proc.returncode}"
         error = ProgramRejected if proc.returncode == 2 else RunnerFailed
-        raise error(stderr or f"{binary.name} exited with {proc.returncode}", proc.returncode, stderr)
+        raise error(message, proc.returncode, stderr)
     return proc
 
 

@@ -22,7 +22,13 @@ pub struct Grid {
 
 impl Grid {
     pub fn new(width: u32, height: u32, tile: u32) -> Grid {
-        Grid { tile, tiles_x: width.div_ceil(tile), tiles_y: height.div_ceil(tile), width, height }
+        Grid {
+            tile,
+            tiles_x: width.div_ceil(tile),
+            tiles_y: height.div_ceil(tile),
+            width,
+            height,
+        }
     }
 
     pub fn tile_count(&self) -> usize {
@@ -121,7 +127,13 @@ fn count_entries(program: &Program, grid: &Grid, starts: &[u32]) -> Vec<u32> {
     counts
 }
 
-fn fill_bins(program: &Program, grid: Grid, starts: &[u32], counts: Vec<u32>, total: usize) -> Bins {
+fn fill_bins(
+    program: &Program,
+    grid: Grid,
+    starts: &[u32],
+    counts: Vec<u32>,
+    total: usize,
+) -> Bins {
     let mut offsets = Vec::with_capacity(counts.len() + 1);
     let mut running = 0u32;
     offsets.push(0);
@@ -146,11 +158,26 @@ fn fill_bins(program: &Program, grid: Grid, starts: &[u32], counts: Vec<u32>, to
 fn paints_whole_rect(op: &Op, rect: &PixelRect) -> bool {
     match &op.shape {
         Shape::Fill => true,
-        Shape::Rect { x, y, width, height, fill: true } => {
-            PixelRect { x0: *x, y0: *y, x1: x + width - 1, y1: y + height - 1 }.contains(rect)
+        Shape::Rect {
+            x,
+            y,
+            width,
+            height,
+            fill: true,
+        } => PixelRect {
+            x0: *x,
+            y0: *y,
+            x1: x + width - 1,
+            y1: y + height - 1,
         }
+        .contains(rect),
         // The disk is convex, so holding the four corners means holding the tile.
-        Shape::Circle { cx, cy, r, fill: true } => corners(rect)
+        Shape::Circle {
+            cx,
+            cy,
+            r,
+            fill: true,
+        } => corners(rect)
             .iter()
             .all(|&(px, py)| within(px - cx, py - cy, *r)),
         _ => false,
@@ -166,10 +193,16 @@ fn within(dx: i64, dy: i64, k: i64) -> bool {
     k >= 0 && dx * dx + dy * dy <= k * k + k
 }
 
-/// Calls `f(tile_index, tile_rect)` for every tile the op may paint a pixel of.
+/// Calls `f(tile_index, tile_rect)` for every tile where the op may change a pixel.
 /// Tiles may be over-reported, never under-reported.
 fn visit_tiles(op: &Op, grid: &Grid, mut f: impl FnMut(usize, PixelRect)) {
-    let Some(bbox) = bounding_box(op).clip(grid) else { return };
+    // Fully transparent ops change nothing (a = 0 leaves every pixel as it was).
+    if op.color[3] == 0 {
+        return;
+    }
+    let Some(bbox) = bounding_box(op).clip(grid) else {
+        return;
+    };
     let tile = grid.tile as i64;
     match &op.shape {
         Shape::Line { x1, y1, x2, y2 } if x1 != x2 || y1 != y2 => {
@@ -191,10 +224,25 @@ fn visit_tiles(op: &Op, grid: &Grid, mut f: impl FnMut(usize, PixelRect)) {
 /// Outlines leave their interior untouched: tiles wholly inside it are skipped.
 fn skips_tile(op: &Op, rect: &PixelRect) -> bool {
     match &op.shape {
-        Shape::Rect { x, y, width, height, fill: false } => {
-            PixelRect { x0: x + 1, y0: y + 1, x1: x + width - 2, y1: y + height - 2 }.contains(rect)
+        Shape::Rect {
+            x,
+            y,
+            width,
+            height,
+            fill: false,
+        } => PixelRect {
+            x0: x + 1,
+            y0: y + 1,
+            x1: x + width - 2,
+            y1: y + height - 2,
         }
-        Shape::Circle { cx, cy, r, fill: false } => corners(rect)
+        .contains(rect),
+        Shape::Circle {
+            cx,
+            cy,
+            r,
+            fill: false,
+        } => corners(rect)
             .iter()
             .all(|&(px, py)| within(px - cx, py - cy, r - 1)),
         _ => false,
@@ -228,7 +276,11 @@ fn visit_line_tiles(
             continue;
         }
         for cross in m0 / tile..=m1 / tile {
-            let (tx, ty) = if x_major { (band, cross) } else { (cross, band) };
+            let (tx, ty) = if x_major {
+                (band, cross)
+            } else {
+                (cross, band)
+            };
             let rect = grid.tile_rect(tx as u32, ty as u32);
             f((ty as usize) * grid.tiles_x as usize + tx as usize, rect);
         }
@@ -238,19 +290,48 @@ fn visit_line_tiles(
 /// Inclusive pixel bounds of everything the op can paint (unclipped).
 fn bounding_box(op: &Op) -> PixelRect {
     match &op.shape {
-        Shape::Fill => PixelRect { x0: i64::MIN / 4, y0: i64::MIN / 4, x1: i64::MAX / 4, y1: i64::MAX / 4 },
-        Shape::Set { x, y } => PixelRect { x0: *x, y0: *y, x1: *x, y1: *y },
-        Shape::Rect { x, y, width, height, .. } => {
-            PixelRect { x0: *x, y0: *y, x1: x + width - 1, y1: y + height - 1 }
-        }
+        Shape::Fill => PixelRect {
+            x0: i64::MIN / 4,
+            y0: i64::MIN / 4,
+            x1: i64::MAX / 4,
+            y1: i64::MAX / 4,
+        },
+        Shape::Set { x, y } => PixelRect {
+            x0: *x,
+            y0: *y,
+            x1: *x,
+            y1: *y,
+        },
+        Shape::Rect {
+            x,
+            y,
+            width,
+            height,
+            ..
+        } => PixelRect {
+            x0: *x,
+            y0: *y,
+            x1: x + width - 1,
+            y1: y + height - 1,
+        },
         Shape::Line { x1, y1, x2, y2 } => PixelRect {
             x0: *x1.min(x2),
             y0: *y1.min(y2),
             x1: *x1.max(x2),
             y1: *y1.max(y2),
         },
-        Shape::Circle { cx, cy, r, .. } => PixelRect { x0: cx - r, y0: cy - r, x1: cx + r, y1: cy + r },
-        Shape::Text { x, y, scale, glyphs } => PixelRect {
+        Shape::Circle { cx, cy, r, .. } => PixelRect {
+            x0: cx - r,
+            y0: cy - r,
+            x1: cx + r,
+            y1: cy + r,
+        },
+        Shape::Text {
+            x,
+            y,
+            scale,
+            glyphs,
+        } => PixelRect {
             x0: *x,
             y0: *y,
             x1: x + glyphs.len() as i64 * 8 * scale - 1,
@@ -298,16 +379,100 @@ mod tests {
         let glass = [0, 255, 0, 100];
         vec![
             op(Shape::Fill, [10, 20, 30, 255]),
-            op(Shape::Rect { x: -5, y: 3, width: 40, height: 20, fill: true }, glass),
-            op(Shape::Rect { x: 2, y: 2, width: 60, height: 45, fill: false }, red),
-            op(Shape::Line { x1: -10, y1: 70, x2: 80, y2: -3 }, red),
-            op(Shape::Line { x1: 5, y1: 0, x2: 9, y2: 49 }, glass),
-            op(Shape::Line { x1: 40, y1: 40, x2: 3, y2: 44 }, red),
-            op(Shape::Circle { cx: 30, cy: 25, r: 19, fill: false }, red),
-            op(Shape::Circle { cx: 52, cy: 8, r: 30, fill: true }, [1, 2, 3, 255]),
-            op(Shape::Circle { cx: 10, cy: 40, r: 0, fill: true }, red),
+            op(
+                Shape::Rect {
+                    x: -5,
+                    y: 3,
+                    width: 40,
+                    height: 20,
+                    fill: true,
+                },
+                glass,
+            ),
+            op(
+                Shape::Rect {
+                    x: 2,
+                    y: 2,
+                    width: 60,
+                    height: 45,
+                    fill: false,
+                },
+                red,
+            ),
+            op(
+                Shape::Line {
+                    x1: -10,
+                    y1: 70,
+                    x2: 80,
+                    y2: -3,
+                },
+                red,
+            ),
+            op(
+                Shape::Line {
+                    x1: 5,
+                    y1: 0,
+                    x2: 9,
+                    y2: 49,
+                },
+                glass,
+            ),
+            op(
+                Shape::Line {
+                    x1: 40,
+                    y1: 40,
+                    x2: 3,
+                    y2: 44,
+                },
+                red,
+            ),
+            op(
+                Shape::Circle {
+                    cx: 30,
+                    cy: 25,
+                    r: 19,
+                    fill: false,
+                },
+                red,
+            ),
+            op(
+                Shape::Circle {
+                    cx: 52,
+                    cy: 8,
+                    r: 30,
+                    fill: true,
+                },
+                [1, 2, 3, 255],
+            ),
+            op(
+                Shape::Circle {
+                    cx: 10,
+                    cy: 40,
+                    r: 0,
+                    fill: true,
+                },
+                red,
+            ),
             op(Shape::Set { x: 63, y: 47 }, glass),
-            op(Shape::Text { x: -3, y: 30, scale: 2, glyphs: vec![33, 34, 31, 0, 94] }, red),
+            op(
+                Shape::Rect {
+                    x: 0,
+                    y: 0,
+                    width: 64,
+                    height: 48,
+                    fill: true,
+                },
+                [200, 0, 0, 0],
+            ),
+            op(
+                Shape::Text {
+                    x: -3,
+                    y: 30,
+                    scale: 2,
+                    glyphs: vec![33, 34, 31, 0, 94],
+                },
+                red,
+            ),
         ]
     }
 
@@ -346,9 +511,112 @@ mod tests {
         assert!(bin_program(&p, 0).is_none());
     }
 
+    /// Tile corners land on every circle's rim somewhere in this sweep, so a
+    /// cover or skip test that is off by one pixel of radius shows up.
+    #[test]
+    fn circle_cover_and_outline_skip_are_exact() {
+        let red = [255, 0, 0, 255];
+        let blue = [0, 0, 255, 255];
+        for r in 8..44 {
+            for (cx, cy) in [(31, 31), (32, 29), (27, 36)] {
+                for fill in [true, false] {
+                    let ops = vec![
+                        op(Shape::Fill, red),
+                        op(
+                            Shape::Circle {
+                                cx,
+                                cy,
+                                r: r - 3,
+                                fill: true,
+                            },
+                            [0, 255, 0, 255],
+                        ),
+                        op(Shape::Circle { cx, cy, r, fill }, blue),
+                    ];
+                    assert_binning_preserves_pixels(&program(64, 64, ops), usize::MAX);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rect_cover_and_outline_skip_are_exact() {
+        for (x, y, width, height) in [
+            (0, 0, 32, 32),
+            (0, 0, 31, 32),
+            (0, 0, 32, 31),
+            (1, 0, 31, 33),
+            (-1, 15, 34, 18),
+            (16, 16, 16, 15),
+            (3, 3, 40, 40),
+        ] {
+            for fill in [true, false] {
+                let ops = vec![
+                    op(Shape::Fill, [255, 0, 0, 255]),
+                    op(
+                        Shape::Rect {
+                            x: x + 1,
+                            y: y + 1,
+                            width: width - 2,
+                            height: height - 2,
+                            fill: true,
+                        },
+                        [0, 255, 0, 255],
+                    ),
+                    op(
+                        Shape::Rect {
+                            x,
+                            y,
+                            width,
+                            height,
+                            fill,
+                        },
+                        [0, 0, 255, 255],
+                    ),
+                ];
+                assert_binning_preserves_pixels(&program(48, 48, ops), usize::MAX);
+            }
+        }
+    }
+
+    #[test]
+    fn lines_of_every_slope_bin_exactly() {
+        let mut ops = Vec::new();
+        for k in -70..70i64 {
+            let colour = [(k & 0xff) as u8, 9, 200, 255];
+            ops.push(op(
+                Shape::Line {
+                    x1: -3,
+                    y1: 15 + k / 7,
+                    x2: 66,
+                    y2: 15 + k,
+                },
+                colour,
+            ));
+            ops.push(op(
+                Shape::Line {
+                    x1: 47 - k / 5,
+                    y1: 70,
+                    x2: 47 + k,
+                    y2: -5,
+                },
+                colour,
+            ));
+        }
+        assert_binning_preserves_pixels(&program(64, 64, ops), usize::MAX);
+    }
+
     #[test]
     fn long_diagonal_line_touches_few_tiles() {
-        let line = op(Shape::Line { x1: 0, y1: 0, x2: 1023, y2: 1023 }, [255; 4]);
+        let line = op(
+            Shape::Line {
+                x1: 0,
+                y1: 0,
+                x2: 1023,
+                y2: 1023,
+            },
+            [255; 4],
+        );
         let bins = bin_program(&program(1024, 1024, vec![line]), usize::MAX).unwrap();
         // 64 tiles on the diagonal, plus neighbours where the line grazes a corner.
         assert!(bins.ops.len() <= 3 * 64, "{} entries", bins.ops.len());
@@ -357,9 +625,34 @@ mod tests {
     #[test]
     fn off_canvas_ops_are_not_binned() {
         let ops = vec![
-            op(Shape::Rect { x: -50, y: 0, width: 50, height: 10, fill: true }, [255; 4]),
-            op(Shape::Circle { cx: 100, cy: 100, r: 5, fill: true }, [255; 4]),
-            op(Shape::Text { x: 0, y: -8, scale: 1, glyphs: vec![1, 2] }, [255; 4]),
+            op(
+                Shape::Rect {
+                    x: -50,
+                    y: 0,
+                    width: 50,
+                    height: 10,
+                    fill: true,
+                },
+                [255; 4],
+            ),
+            op(
+                Shape::Circle {
+                    cx: 100,
+                    cy: 100,
+                    r: 5,
+                    fill: true,
+                },
+                [255; 4],
+            ),
+            op(
+                Shape::Text {
+                    x: 0,
+                    y: -8,
+                    scale: 1,
+                    glyphs: vec![1, 2],
+                },
+                [255; 4],
+            ),
         ];
         let bins = bin_program(&program(32, 32, ops), usize::MAX).unwrap();
         assert!(bins.ops.is_empty());

@@ -56,10 +56,14 @@ impl Font {
             let cp = u32::from_str_radix(cp_text, 16)
                 .map_err(|_| err(format!("bad code point {:?}", tokens[0])))?;
             if cp != expected {
-                return Err(err(format!("expected code point {expected:#04x}, found {cp:#04x}")));
+                return Err(err(format!(
+                    "expected code point {expected:#04x}, found {cp:#04x}"
+                )));
             }
             if cp > LAST_CODE_POINT {
-                return Err(err(format!("code point {cp:#04x} is past {LAST_CODE_POINT:#04x}")));
+                return Err(err(format!(
+                    "code point {cp:#04x} is past {LAST_CODE_POINT:#04x}"
+                )));
             }
             let glyph = &mut glyphs[(cp - FIRST_CODE_POINT) as usize];
             for (row, token) in tokens[1..].iter().enumerate() {
@@ -124,7 +128,10 @@ mod tests {
         assert_eq!(Font::glyph_index(0x7F), q);
         assert_eq!(Font::glyph_index(0x1F), q);
         assert_eq!(Font::glyph_index(0x263A), q);
-        assert_eq!(Font::glyph_index(b'A' as u32), (b'A' as u32) - FIRST_CODE_POINT);
+        assert_eq!(
+            Font::glyph_index(b'A' as u32),
+            (b'A' as u32) - FIRST_CODE_POINT
+        );
     }
 
     #[test]
@@ -145,6 +152,10 @@ mod tests {
         let err = Font::parse("# header\n0x20 00 00\n").err().unwrap();
         assert_eq!(err.line, 2);
         let err = Font::parse("0x21 00 00 00 00 00 00 00 00\n").err().unwrap();
-        assert!(err.message.contains("expected code point 0x20"), "{}", err.message);
+        assert!(
+            err.message.contains("expected code point 0x20"),
+            "{}",
+            err.message
+        );
     }
 }

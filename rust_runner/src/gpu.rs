@@ -65,18 +65,45 @@ pub fn encode_ops(program: &Program) -> (Vec<GpuOp>, Vec<u32>) {
             let (kind, [a, b, c, d, e]) = match shape {
                 Shape::Fill => (0, [0; 5]),
                 Shape::Set { x, y } => (1, [v(*x), v(*y), 0, 0, 0]),
-                Shape::Rect { x, y, width, height, fill } => {
-                    (2, [v(*x), v(*y), v(x + width - 1), v(y + height - 1), *fill as i32])
-                }
+                Shape::Rect {
+                    x,
+                    y,
+                    width,
+                    height,
+                    fill,
+                } => (
+                    2,
+                    [
+                        v(*x),
+                        v(*y),
+                        v(x + width - 1),
+                        v(y + height - 1),
+                        *fill as i32,
+                    ],
+                ),
                 Shape::Line { x1, y1, x2, y2 } => (3, [v(*x1), v(*y1), v(*x2), v(*y2), 0]),
                 Shape::Circle { cx, cy, r, fill } => (4, [v(*cx), v(*cy), v(*r), *fill as i32, 0]),
-                Shape::Text { x, y, scale, glyphs: text } => {
+                Shape::Text {
+                    x,
+                    y,
+                    scale,
+                    glyphs: text,
+                } => {
                     let first = glyphs.len() as i32;
                     glyphs.extend_from_slice(text);
                     (5, [v(*x), v(*y), v(*scale), first, text.len() as i32])
                 }
             };
-            GpuOp { kind, color, a, b, c, d, e, f: 0 }
+            GpuOp {
+                kind,
+                color,
+                a,
+                b,
+                c,
+                d,
+                e,
+                f: 0,
+            }
         })
         .collect();
     (ops, glyphs)
@@ -113,7 +140,10 @@ fn instance() -> wgpu::Instance {
 
 pub fn list_adapters() -> Vec<AdapterSummary> {
     let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
-    adapters.iter().map(|a| AdapterSummary::of(&a.get_info())).collect()
+    adapters
+        .iter()
+        .map(|a| AdapterSummary::of(&a.get_info()))
+        .collect()
 }
 
 /// Hardware first; a software rasteriser (lavapipe) only when nothing else is there.
@@ -168,7 +198,11 @@ impl Gpu {
             })
         })?;
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let required_features = if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
+        let required_features = if timestamps {
+            wgpu::Features::TIMESTAMP_QUERY
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gvpie-runner"),
             required_features,
@@ -218,7 +252,7 @@ impl Gpu {
         Ok(())
     }
 
-    pub fn upload(&self, program: &Program, bins: &Bins) -> Uploaded {
+    pub fn upload(&self, program: &Program, bins: &Bins) -> Result<Uploaded, GpuError> {
         let (ops, glyphs) = encode_ops(program);
         let params = Params {
             width: program.width,
@@ -227,20 +261,27 @@ impl Gpu {
             tiles_x: bins.grid.tiles_x,
         };
         let storage = |label: &str, words: &[u8]| {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: words,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: words,
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
         };
         // Bindings cannot be empty: an unused word stands in for an empty list.
         let non_empty = |v: &[u32]| if v.is_empty() { vec![0u32] } else { v.to_vec() };
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let ops = if ops.is_empty() { vec![GpuOp::zeroed()] } else { ops };
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let ops = if ops.is_empty() {
+            vec![GpuOp::zeroed()]
+        } else {
+            ops
+        };
         let ops = storage("ops", bytemuck::cast_slice(&ops));
         let offsets = storage("tile offsets", bytemuck::cast_slice(&bins.offsets));
         let tile_ops = storage("tile ops", bytemuck::cast_slice(&non_empty(&bins.ops)));
@@ -257,7 +298,10 @@ impl Gpu {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("pixel program"),
@@ -266,8 +310,13 @@ impl Gpu {
         });
         // Queue writes land with the next submission: flush now so the upload is timed on its own.
         self.queue.submit([]);
-        self.wait();
-        Uploaded { bind_group, pixels, width: program.width, height: program.height }
+        self.wait()?;
+        Ok(Uploaded {
+            bind_group,
+            pixels,
+            width: program.width,
+            height: program.height,
+        })
     }
 
     pub fn dispatch(&self, uploaded: &Uploaded) -> Result<Dispatched, GpuError> {
@@ -284,14 +333,18 @@ impl Gpu {
             });
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &uploaded.bind_group, &[]);
-            pass.dispatch_workgroups(uploaded.width.div_ceil(BASE_TILE), uploaded.height.div_ceil(BASE_TILE), 1);
+            pass.dispatch_workgroups(
+                uploaded.width.div_ceil(BASE_TILE),
+                uploaded.height.div_ceil(BASE_TILE),
+                1,
+            );
         }
         if let Some(q) = &query {
             q.resolve(&mut encoder);
         }
         let started = Instant::now();
         self.queue.submit([encoder.finish()]);
-        self.wait();
+        self.wait()?;
         let wall_ms = ms_since(started);
         let gpu_ms = match &query {
             Some(q) => Some(q.read(self, self.queue.get_timestamp_period())?),
@@ -320,19 +373,24 @@ impl Gpu {
         buffer.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);
         });
-        self.wait();
+        self.wait()?;
         receiver
             .recv()
             .map_err(|e| gpu_error("mapping never finished", e))?
             .map_err(|e| gpu_error("cannot map the readback buffer", e))?;
-        let bytes = buffer.get_mapped_range(..).map_err(|e| gpu_error("cannot read the mapped buffer", e))?.to_vec();
+        let bytes = buffer
+            .get_mapped_range(..)
+            .map_err(|e| gpu_error("cannot read the mapped buffer", e))?
+            .to_vec();
         buffer.unmap();
         Ok(bytes)
     }
 
-    fn wait(&self) {
-        // A lost device surfaces through wgpu's error handler; nothing to add here.
-        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    fn wait(&self) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| gpu_error("waiting for the GPU failed", e))
     }
 }
 
@@ -389,13 +447,50 @@ mod tests {
             width: 4,
             height: 4,
             ops: vec![
-                Op { shape: Shape::Rect { x: -2, y: 3, width: 5, height: 1, fill: false }, color: [1, 2, 3, 4] },
-                Op { shape: Shape::Text { x: 1, y: 2, scale: 3, glyphs: vec![7, 8] }, color: [0; 4] },
-                Op { shape: Shape::Text { x: 0, y: 0, scale: 1, glyphs: vec![9] }, color: [0; 4] },
+                Op {
+                    shape: Shape::Rect {
+                        x: -2,
+                        y: 3,
+                        width: 5,
+                        height: 1,
+                        fill: false,
+                    },
+                    color: [1, 2, 3, 4],
+                },
+                Op {
+                    shape: Shape::Text {
+                        x: 1,
+                        y: 2,
+                        scale: 3,
+                        glyphs: vec![7, 8],
+                    },
+                    color: [0; 4],
+                },
+                Op {
+                    shape: Shape::Text {
+                        x: 0,
+                        y: 0,
+                        scale: 1,
+                        glyphs: vec![9],
+                    },
+                    color: [0; 4],
+                },
             ],
         };
         let (ops, glyphs) = encode_ops(&program);
-        assert_eq!(ops[0], GpuOp { kind: 2, color: 0x0403_0201, a: -2, b: 3, c: 2, d: 3, e: 0, f: 0 });
+        assert_eq!(
+            ops[0],
+            GpuOp {
+                kind: 2,
+                color: 0x0403_0201,
+                a: -2,
+                b: 3,
+                c: 2,
+                d: 3,
+                e: 0,
+                f: 0
+            }
+        );
         assert_eq!((ops[1].d, ops[1].e, ops[2].d, ops[2].e), (0, 2, 2, 1));
         assert_eq!(glyphs, vec![7, 8, 9]);
         assert_eq!(std::mem::size_of::<GpuOp>(), 32);

@@ -36,14 +36,23 @@ pub struct SyntaxError {
 
 impl fmt::Display for SyntaxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid JSON at line {} column {}: {}", self.line, self.column, self.message)
+        write!(
+            f,
+            "invalid JSON at line {} column {}: {}",
+            self.line, self.column, self.message
+        )
     }
 }
 
 impl std::error::Error for SyntaxError {}
 
 pub fn parse(text: &str) -> Result<Json, SyntaxError> {
-    let mut reader = Reader { text, bytes: text.as_bytes(), pos: 0, unpaired: false };
+    let mut reader = Reader {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+        unpaired: false,
+    };
     reader.skip_whitespace();
     let value = reader.value(0)?;
     reader.skip_whitespace();
@@ -66,7 +75,11 @@ impl Reader<'_> {
         let before = &self.text[..self.pos.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        Err(SyntaxError { line, column, message: message.into() })
+        Err(SyntaxError {
+            line,
+            column,
+            message: message.into(),
+        })
     }
 
     fn peek(&self) -> Option<u8> {
@@ -94,11 +107,19 @@ impl Reader<'_> {
             Some(b'[') => self.array(depth + 1),
             Some(b'"') => {
                 let s = self.string()?;
-                Ok(if self.unpaired { Json::UnpairedStr(s) } else { Json::Str(s) })
+                Ok(if self.unpaired {
+                    Json::UnpairedStr(s)
+                } else {
+                    Json::Str(s)
+                })
             }
             Some(b'-' | b'0'..=b'9') => self.number(),
             _ => {
-                for (word, value) in [("true", Json::Bool(true)), ("false", Json::Bool(false)), ("null", Json::Null)] {
+                for (word, value) in [
+                    ("true", Json::Bool(true)),
+                    ("false", Json::Bool(false)),
+                    ("null", Json::Null),
+                ] {
                     if self.bytes[self.pos..].starts_with(word.as_bytes()) {
                         self.pos += word.len();
                         return Ok(value);
@@ -205,7 +226,9 @@ impl Reader<'_> {
     }
 
     fn escape(&mut self) -> Result<char, SyntaxError> {
-        let Some(b) = self.peek() else { return self.error("unterminated string") };
+        let Some(b) = self.peek() else {
+            return self.error("unterminated string");
+        };
         self.pos += 1;
         Ok(match b {
             b'"' => '"',
@@ -286,7 +309,9 @@ impl Reader<'_> {
         }
         let literal = &self.text[start..self.pos];
         if self.pos == int_end {
-            return Ok(literal.parse::<i128>().map_or_else(|_| Json::BigInt(literal.to_owned()), Json::Int));
+            return Ok(literal
+                .parse::<i128>()
+                .map_or_else(|_| Json::BigInt(literal.to_owned()), Json::Int));
         }
         Ok(Json::Float(literal.parse::<f64>().unwrap_or(f64::NAN)))
     }
@@ -297,7 +322,12 @@ mod tests {
     use super::*;
 
     fn obj(entries: &[(&str, Json)]) -> Json {
-        Json::Object(entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -334,21 +364,48 @@ mod tests {
 
     #[test]
     fn marks_strings_with_unpaired_surrogates() {
-        assert_eq!(parse(r#""\ud800""#).unwrap(), Json::UnpairedStr("\u{fffd}".into()));
-        assert_eq!(parse(r#""a\udc00\ud83d\ude00""#).unwrap(), Json::UnpairedStr("a\u{fffd}😀".into()));
-        assert_eq!(parse(r#""\ud800\u0041""#).unwrap(), Json::UnpairedStr("\u{fffd}A".into()));
-        assert_eq!(parse(r#"["\ud800", "ok"]"#).unwrap(), Json::Array(vec![
-            Json::UnpairedStr("\u{fffd}".into()),
-            Json::Str("ok".into()),
-        ]));
+        assert_eq!(
+            parse(r#""\ud800""#).unwrap(),
+            Json::UnpairedStr("\u{fffd}".into())
+        );
+        assert_eq!(
+            parse(r#""a\udc00\ud83d\ude00""#).unwrap(),
+            Json::UnpairedStr("a\u{fffd}😀".into())
+        );
+        assert_eq!(
+            parse(r#""\ud800\u0041""#).unwrap(),
+            Json::UnpairedStr("\u{fffd}A".into())
+        );
+        assert_eq!(
+            parse(r#"["\ud800", "ok"]"#).unwrap(),
+            Json::Array(vec![
+                Json::UnpairedStr("\u{fffd}".into()),
+                Json::Str("ok".into()),
+            ])
+        );
         assert!(parse(r#"{"\ud800": 1}"#).is_err());
     }
 
     #[test]
     fn rejects_what_python_rejects() {
         for bad in [
-            "", "01", "1.", ".5", "-", "+1", "[1,]", "{\"a\":1,}", "{'a': 1}", "NaN", "Infinity", "-Infinity",
-            "\"tab\there\"", "[1] x", "\"\\x41\"", "\u{feff}{}", "tru",
+            "",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "+1",
+            "[1,]",
+            "{\"a\":1,}",
+            "{'a': 1}",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "\"tab\there\"",
+            "[1] x",
+            "\"\\x41\"",
+            "\u{feff}{}",
+            "tru",
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
         }

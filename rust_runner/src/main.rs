@@ -23,7 +23,11 @@ use crate::font::Font;
 use crate::gpu::{ms_since, Gpu};
 
 #[derive(Parser)]
-#[command(name = "gvpie-runner", version, about = "Executes Auto-GVPIE pixel programs on the GPU (wgpu compute)")]
+#[command(
+    name = "gvpie-runner",
+    version,
+    about = "Executes Auto-GVPIE pixel programs on the GPU (wgpu compute)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,6 +58,10 @@ enum Command {
         /// Print one JSON report per program (one per line).
         #[arg(long)]
         json: bool,
+        /// Cap on tile-list entries (default: the device's storage-binding limit); a lower cap
+        /// forces larger tiles, which the parity tests use to exercise that path.
+        #[arg(long, hide = true)]
+        max_tile_entries: Option<usize>,
     },
 }
 
@@ -63,13 +71,37 @@ enum Failure {
     Runtime(String),
 }
 
+impl From<gpu::GpuError> for Failure {
+    fn from(e: gpu::GpuError) -> Failure {
+        Failure::Runtime(e.to_string())
+    }
+}
+
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { json } => info(json),
-        Command::Render { programs, out, out_dir, adapter, json } => {
-            render(started, &programs, out.as_deref(), out_dir.as_deref(), adapter.as_deref(), json)
+        Command::Render {
+            programs,
+            out,
+            out_dir,
+            adapter,
+            json,
+            max_tile_entries,
+        } => {
+            let targets = Targets {
+                out: out.as_deref(),
+                out_dir: out_dir.as_deref(),
+            };
+            render(
+                started,
+                &programs,
+                targets,
+                adapter.as_deref(),
+                json,
+                max_tile_entries,
+            )
         }
     };
     match result {
@@ -94,7 +126,9 @@ fn info(as_json: bool) -> Result<(), Failure> {
             .collect();
         println!("{}", json!({ "adapters": list }));
     } else if adapters.is_empty() {
-        println!("no adapters (is a Vulkan driver installed? e.g. mesa-vulkan-drivers + libvulkan1)");
+        println!(
+            "no adapters (is a Vulkan driver installed? e.g. mesa-vulkan-drivers + libvulkan1)"
+        );
     } else {
         for a in &adapters {
             println!("{}\t{}\t{}\t{}", a.name, a.backend, a.device_type, a.driver);
@@ -103,19 +137,33 @@ fn info(as_json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where the PNGs go: `--out` for one program or `--out-dir` for any number.
+struct Targets<'a> {
+    out: Option<&'a Path>,
+    out_dir: Option<&'a Path>,
+}
+
 fn render(
     started: Instant,
     paths: &[PathBuf],
-    out: Option<&Path>,
-    out_dir: Option<&Path>,
+    targets: Targets,
     adapter: Option<&str>,
     as_json: bool,
+    max_tile_entries: Option<usize>,
 ) -> Result<(), Failure> {
-    let targets: Vec<PathBuf> = match (out, out_dir) {
+    let targets: Vec<PathBuf> = match (targets.out, targets.out_dir) {
         (Some(out), None) if paths.len() == 1 => vec![out.to_path_buf()],
-        (Some(_), None) => return Err(Failure::Input("--out takes one program; use --out-dir for several".into())),
+        (Some(_), None) => {
+            return Err(Failure::Input(
+                "--out takes one program; use --out-dir for several".into(),
+            ))
+        }
         (None, Some(dir)) => paths.iter().map(|p| dir.join(png_name(p))).collect(),
-        _ => return Err(Failure::Input("give --out FILE.png or --out-dir DIR".into())),
+        _ => {
+            return Err(Failure::Input(
+                "give --out FILE.png or --out-dir DIR".into(),
+            ))
+        }
     };
 
     // Parse and validate everything first: a bad program fails before any GPU work.
@@ -134,27 +182,30 @@ fn render(
     // Setup: adapter, device, shader and pipeline, once for all programs.
     let t = Instant::now();
     let font = Font::builtin().map_err(|e| Failure::Runtime(e.to_string()))?;
-    let gpu = Gpu::open(adapter, &font).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let gpu = Gpu::open(adapter, &font)?;
     let setup_ms = ms_since(t);
 
     for (i, ((program, parse_ms), target)) in programs.iter().zip(&targets).enumerate() {
         let program_started = Instant::now();
-        gpu.check_canvas(program).map_err(|e| Failure::Input(e.to_string()))?;
+        gpu.check_canvas(program)?;
 
         let t = Instant::now();
-        let bins = binning::bin_program(program, gpu.max_binding_words()).ok_or_else(|| {
+        let max_entries = gpu
+            .max_binding_words()
+            .min(max_tile_entries.unwrap_or(usize::MAX));
+        let bins = binning::bin_program(program, max_entries).ok_or_else(|| {
             Failure::Runtime("the tile lists exceed the device's storage buffer limit".into())
         })?;
         let binning_ms = ms_since(t);
 
         let t = Instant::now();
-        let uploaded = gpu.upload(program, &bins);
+        let uploaded = gpu.upload(program, &bins)?;
         let upload_ms = ms_since(t);
 
-        let dispatched = gpu.dispatch(&uploaded).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let dispatched = gpu.dispatch(&uploaded)?;
 
         let t = Instant::now();
-        let rgba = gpu.read_back(&uploaded).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let rgba = gpu.read_back(&uploaded)?;
         let readback_ms = ms_since(t);
 
         let t = Instant::now();
@@ -182,7 +233,8 @@ fn render(
                     "compute_wall": dispatched.wall_ms,
                     "readback": readback_ms,
                     "png_encode": png_ms,
-                    // Process start to this PNG written: the first program carries startup and setup.
+                    // One program: process start to PNG written. In a batch the setup is shared
+                    // (reported above), so each program's total is its own stages.
                     "total": if targets.len() == 1 { ms_since(started) } else { ms_since(program_started) },
                 },
             });
@@ -193,11 +245,19 @@ fn render(
 }
 
 fn png_name(program: &Path) -> PathBuf {
-    let stem = program.file_stem().map(|s| s.to_os_string()).unwrap_or_else(|| "program".into());
+    let stem = program
+        .file_stem()
+        .map(|s| s.to_os_string())
+        .unwrap_or_else(|| "program".into());
     PathBuf::from(stem).with_extension("png")
 }
 
-fn write_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+fn write_png(
+    path: &Path,
+    width: u32,
+    height: u32,
+    rgba: &[u8],
+) -> Result<(), Box<dyn std::error::Error>> {
     let file = BufWriter::new(File::create(path)?);
     let mut encoder = png::Encoder::new(file, width, height);
     encoder.set_color(png::ColorType::Rgba);

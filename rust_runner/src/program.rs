@@ -26,12 +26,36 @@ const COLOUR_FORMS: &str =
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shape {
     Fill,
-    Set { x: i64, y: i64 },
-    Rect { x: i64, y: i64, width: i64, height: i64, fill: bool },
-    Line { x1: i64, y1: i64, x2: i64, y2: i64 },
-    Circle { cx: i64, cy: i64, r: i64, fill: bool },
+    Set {
+        x: i64,
+        y: i64,
+    },
+    Rect {
+        x: i64,
+        y: i64,
+        width: i64,
+        height: i64,
+        fill: bool,
+    },
+    Line {
+        x1: i64,
+        y1: i64,
+        x2: i64,
+        y2: i64,
+    },
+    Circle {
+        cx: i64,
+        cy: i64,
+        r: i64,
+        fill: bool,
+    },
     /// `glyphs` are font indices (code point - 0x20), unprintables already mapped to '?'.
-    Text { x: i64, y: i64, scale: i64, glyphs: Vec<u32> },
+    Text {
+        x: i64,
+        y: i64,
+        scale: i64,
+        glyphs: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +119,10 @@ pub fn parse_program(text: &str) -> Result<Program, LoadError> {
 type Checked<T> = Result<T, ValidationError>;
 
 fn fail<T>(path: &str, rule: impl Into<String>) -> Checked<T> {
-    Err(ValidationError { path: path.to_owned(), rule: rule.into() })
+    Err(ValidationError {
+        path: path.to_owned(),
+        rule: rule.into(),
+    })
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -114,12 +141,17 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(value: &'a Json, path: &str, allowed: &[&str]) -> Checked<Fields<'a>> {
-        let Json::Object(entries) = value else { return fail(path, "must be an object") };
+        let Json::Object(entries) = value else {
+            return fail(path, "must be an object");
+        };
         reject_duplicates(entries, path)?;
         if let Some((key, _)) = entries.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
             return fail(&join(path, key), "unknown field");
         }
-        Ok(Fields { path: path.to_owned(), entries })
+        Ok(Fields {
+            path: path.to_owned(),
+            entries,
+        })
     }
 
     fn get(&self, key: &str) -> Option<&'a Json> {
@@ -131,7 +163,8 @@ impl<'a> Fields<'a> {
     }
 
     fn require(&self, key: &str) -> Checked<&'a Json> {
-        self.get(key).map_or_else(|| fail(&self.path(key), "required"), Ok)
+        self.get(key)
+            .map_or_else(|| fail(&self.path(key), "required"), Ok)
     }
 
     fn int(&self, key: &str, lo: i64, hi: i64) -> Checked<i64> {
@@ -139,7 +172,8 @@ impl<'a> Fields<'a> {
     }
 
     fn int_or(&self, key: &str, default: i64, lo: i64, hi: i64) -> Checked<i64> {
-        self.get(key).map_or(Ok(default), |v| integer(v, &self.path(key), lo, hi))
+        self.get(key)
+            .map_or(Ok(default), |v| integer(v, &self.path(key), lo, hi))
     }
 
     fn bool_or(&self, key: &str, default: bool) -> Checked<bool> {
@@ -172,7 +206,14 @@ fn integer(value: &Json, path: &str, lo: i64, hi: i64) -> Checked<i64> {
         _ => return fail(path, "must be an integer"),
     };
     if v < lo as i128 {
-        return fail(path, if lo == 1 { "must be > 0".to_owned() } else { format!("at least {lo}") });
+        return fail(
+            path,
+            if lo == 1 {
+                "must be > 0".to_owned()
+            } else {
+                format!("at least {lo}")
+            },
+        );
     }
     if v > hi as i128 {
         return fail(path, format!("at most {hi}"));
@@ -181,7 +222,9 @@ fn integer(value: &Json, path: &str, lo: i64, hi: i64) -> Checked<i64> {
 }
 
 fn string<'a>(value: &'a Json, path: &str, max_chars: usize) -> Checked<&'a str> {
-    let (Json::Str(s) | Json::UnpairedStr(s)) = value else { return fail(path, "must be a string") };
+    let (Json::Str(s) | Json::UnpairedStr(s)) = value else {
+        return fail(path, "must be a string");
+    };
     if s.chars().count() > max_chars {
         return fail(path, format!("at most {max_chars} characters"));
     }
@@ -196,7 +239,13 @@ fn coord(f: &Fields, key: &str) -> Checked<i64> {
 }
 
 fn validate(doc: &Json) -> Checked<Program> {
-    let top = Fields::new(doc, "$", &["kind", "version", "name", "canvas", "palette", "ops", "metadata"])?;
+    let top = Fields::new(
+        doc,
+        "$",
+        &[
+            "kind", "version", "name", "canvas", "palette", "ops", "metadata",
+        ],
+    )?;
     if !matches!(top.require("kind")?, Json::Str(s) if s == "pixel_program") {
         return fail("kind", "must be \"pixel_program\"");
     }
@@ -213,7 +262,9 @@ fn validate(doc: &Json) -> Checked<Program> {
         None => Vec::new(),
         Some(value) => palette(value)?,
     };
-    let Json::Array(items) = top.require("ops")? else { return fail("ops", "must be an array") };
+    let Json::Array(items) = top.require("ops")? else {
+        return fail("ops", "must be an array");
+    };
     if items.len() > MAX_OPS {
         return fail("ops", format!("at most {MAX_OPS} items"));
     }
@@ -230,14 +281,19 @@ fn validate(doc: &Json) -> Checked<Program> {
         let mut compact = String::new();
         write_compact(meta, &mut compact).or_else(|rule| fail("metadata", rule))?;
         if compact.len() > MAX_METADATA_BYTES {
-            return fail("metadata", format!("at most {MAX_METADATA_BYTES} bytes when serialised"));
+            return fail(
+                "metadata",
+                format!("at most {MAX_METADATA_BYTES} bytes when serialised"),
+            );
         }
     }
     Ok(Program { width, height, ops })
 }
 
 fn palette(value: &Json) -> Checked<Vec<(String, [u8; 4])>> {
-    let Json::Object(entries) = value else { return fail("palette", "must be an object") };
+    let Json::Object(entries) = value else {
+        return fail("palette", "must be an object");
+    };
     reject_duplicates(entries, "palette")?;
     if entries.len() > MAX_PALETTE {
         return fail("palette", format!("at most {MAX_PALETTE} entries"));
@@ -248,7 +304,10 @@ fn palette(value: &Json) -> Checked<Vec<(String, [u8; 4])>> {
             if !is_palette_name(name) {
                 return fail(
                     "palette",
-                    format!("invalid palette name {} (must match [A-Za-z_][A-Za-z0-9_]{{0,31}})", quoted(name)),
+                    format!(
+                        "invalid palette name {} (must match [A-Za-z_][A-Za-z0-9_]{{0,31}})",
+                        quoted(name)
+                    ),
                 );
             }
             Ok((name.clone(), colour(value, &join("palette", name), None)?))
@@ -261,7 +320,9 @@ fn is_palette_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 32
         && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
 fn quoted(s: &str) -> String {
@@ -279,13 +340,19 @@ fn colour(value: &Json, path: &str, palette: Option<&[(String, [u8; 4])]>) -> Ch
                 return fail(path, COLOUR_FORMS);
             }
             let Some(palette) = palette else {
-                return fail(path, "must not be a palette name (palette entries cannot refer to each other)");
+                return fail(
+                    path,
+                    "must not be a palette name (palette entries cannot refer to each other)",
+                );
             };
             palette
                 .iter()
                 .find(|(n, _)| n == s)
                 .map(|(_, c)| *c)
-                .map_or_else(|| fail(path, format!("unknown palette name {}", quoted(s))), Ok)
+                .map_or_else(
+                    || fail(path, format!("unknown palette name {}", quoted(s))),
+                    Ok,
+                )
         }
         Json::Array(items) => {
             if items.len() != 3 && items.len() != 4 {
@@ -311,7 +378,9 @@ fn hex_colour(digits: &str) -> Option<[u8; 4]> {
 }
 
 fn op(value: &Json, path: &str, palette: &[(String, [u8; 4])]) -> Checked<Op> {
-    let Json::Object(entries) = value else { return fail(path, "must be an object") };
+    let Json::Object(entries) = value else {
+        return fail(path, "must be an object");
+    };
     let name = match entries.iter().find(|(k, _)| k == "op") {
         None => return fail(&join(path, "op"), "required"),
         Some((_, Json::Str(s) | Json::UnpairedStr(s))) => s.as_str(),
@@ -323,18 +392,23 @@ fn op(value: &Json, path: &str, palette: &[(String, [u8; 4])]) -> Checked<Op> {
         "RECT" => &["op", "color", "x", "y", "width", "height", "fill"],
         "LINE" => &["op", "color", "x1", "y1", "x2", "y2"],
         "CIRCLE" => &["op", "color", "cx", "cy", "r", "fill"],
-        "WRITE_TEXT" if matches!(entries.iter().find(|(k, _)| k == "op"), Some((_, Json::Str(_)))) => {
-            &["op", "color", "x", "y", "text", "scale"]
-        }
+        "WRITE_TEXT" => &["op", "color", "x", "y", "text", "scale"],
+        // An unpaired surrogate was read as U+FFFD, so such a name lands here too.
         other => {
             reject_duplicates(entries, path)?;
-            return fail(&join(path, "op"), format!("unknown op {} (expected one of {OP_NAMES})", quoted(other)));
+            return fail(
+                &join(path, "op"),
+                format!("unknown op {} (expected one of {OP_NAMES})", quoted(other)),
+            );
         }
     };
     let f = Fields::new(value, path, allowed)?;
     let shape = match name {
         "FILL" => Shape::Fill,
-        "SET" => Shape::Set { x: coord(&f, "x")?, y: coord(&f, "y")? },
+        "SET" => Shape::Set {
+            x: coord(&f, "x")?,
+            y: coord(&f, "y")?,
+        },
         "RECT" => Shape::Rect {
             x: coord(&f, "x")?,
             y: coord(&f, "y")?,
@@ -374,11 +448,14 @@ fn check_metadata_keys(value: &Json, path: &str) -> Checked<()> {
     match value {
         Json::Object(entries) => {
             reject_duplicates(entries, path)?;
-            entries.iter().try_for_each(|(k, v)| check_metadata_keys(v, &join(path, k)))
+            entries
+                .iter()
+                .try_for_each(|(k, v)| check_metadata_keys(v, &join(path, k)))
         }
-        Json::Array(items) => {
-            items.iter().enumerate().try_for_each(|(i, v)| check_metadata_keys(v, &format!("{path}[{i}]")))
-        }
+        Json::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check_metadata_keys(v, &format!("{path}[{i}]"))),
         _ => Ok(()),
     }
 }
@@ -460,7 +537,13 @@ mod reference {
         match shape {
             Shape::Fill => true,
             Shape::Set { x, y } => px == *x && py == *y,
-            Shape::Rect { x, y, width, height, fill } => {
+            Shape::Rect {
+                x,
+                y,
+                width,
+                height,
+                fill,
+            } => {
                 let (x2, y2) = (x + width - 1, y + height - 1);
                 let inside = *x <= px && px <= x2 && *y <= py && py <= y2;
                 inside && (*fill || px == *x || px == x2 || py == *y || py == y2)
@@ -470,16 +553,25 @@ mod reference {
                 if dx == 0 && dy == 0 {
                     px == *x1 && py == *y1
                 } else if dx.abs() >= dy.abs() {
-                    *x1.min(x2) <= px && px <= *x1.max(x2) && py == y1 + divround((px - x1) * dy, dx)
+                    *x1.min(x2) <= px
+                        && px <= *x1.max(x2)
+                        && py == y1 + divround((px - x1) * dy, dx)
                 } else {
-                    *y1.min(y2) <= py && py <= *y1.max(y2) && px == x1 + divround((py - y1) * dx, dy)
+                    *y1.min(y2) <= py
+                        && py <= *y1.max(y2)
+                        && px == x1 + divround((py - y1) * dx, dy)
                 }
             }
             Shape::Circle { cx, cy, r, fill } => {
                 let (dx, dy) = (px - cx, py - cy);
                 inside(dx, dy, *r) && (*fill || !inside(dx, dy, r - 1))
             }
-            Shape::Text { x, y, scale, glyphs } => {
+            Shape::Text {
+                x,
+                y,
+                scale,
+                glyphs,
+            } => {
                 static FONT: OnceLock<Font> = OnceLock::new();
                 let font = FONT.get_or_init(|| Font::builtin().expect("font"));
                 let cell = 8 * scale;
@@ -487,7 +579,9 @@ mod reference {
                     return false;
                 }
                 let i = ((px - x) / cell) as usize;
-                let Some(&g) = glyphs.get(i) else { return false };
+                let Some(&g) = glyphs.get(i) else {
+                    return false;
+                };
                 let col = (px - x - i as i64 * cell) / scale;
                 let row = (py - y) / scale;
                 font.glyphs[g as usize][row as usize] & (0x80 >> col) != 0
@@ -500,7 +594,9 @@ mod reference {
             return dst;
         }
         let a = op.color[3] as u32;
-        std::array::from_fn(|c| ((op.color[c] as u32 * a + dst[c] as u32 * (255 - a) + 127) / 255) as u8)
+        std::array::from_fn(|c| {
+            ((op.color[c] as u32 * a + dst[c] as u32 * (255 - a) + 127) / 255) as u8
+        })
     }
 }
 
@@ -548,73 +644,173 @@ mod tests {
         let colours: Vec<[u8; 4]> = p.ops.iter().map(|o| o.color).collect();
         assert_eq!(
             colours,
-            vec![[1, 2, 3, 255], [16, 32, 48, 64], [9, 8, 7, 6], [170, 187, 204, 255], [0; 4], [1, 1, 1, 255]]
+            vec![
+                [1, 2, 3, 255],
+                [16, 32, 48, 64],
+                [9, 8, 7, 6],
+                [170, 187, 204, 255],
+                [0; 4],
+                [1, 1, 1, 255]
+            ]
         );
-        assert_eq!(p.ops[1].shape, Shape::Rect { x: -1, y: 2, width: 3, height: 4, fill: true });
-        assert_eq!(p.ops[3].shape, Shape::Text { x: 0, y: 0, scale: 1, glyphs: vec![33, 31] });
+        assert_eq!(
+            p.ops[1].shape,
+            Shape::Rect {
+                x: -1,
+                y: 2,
+                width: 3,
+                height: 4,
+                fill: true
+            }
+        );
+        assert_eq!(
+            p.ops[3].shape,
+            Shape::Text {
+                x: 0,
+                y: 0,
+                scale: 1,
+                glyphs: vec![33, 31]
+            }
+        );
     }
 
     #[test]
     fn reports_the_json_path_of_the_first_problem() {
         let cases = [
-            (r#"{"op": "RECT", "x": 0, "y": 0, "width": 0, "height": 1, "color": "bg"}"#, "ops[0].width: must be > 0"),
-            (r#"{"op": "RECT", "x": 0, "y": 0, "width": 1, "height": 8193, "color": "bg"}"#, "ops[0].height: at most 8192"),
-            (r#"{"op": "SET", "x": 1.0, "y": 0, "color": "bg"}"#, "ops[0].x: must be an integer"),
-            (r#"{"op": "SET", "x": true, "y": 0, "color": "bg"}"#, "ops[0].x: must be an integer"),
-            (r#"{"op": "SET", "x": -8193, "y": 0, "color": "bg"}"#, "ops[0].x: at least -8192"),
-            (r#"{"op": "SET", "x": 0, "color": "bg"}"#, "ops[0].y: required"),
-            (r#"{"op": "FILL", "color": [1, 256, 0]}"#, "ops[0].color[1]: at most 255"),
-            (r#"{"op": "FILL", "color": [1, 2]}"#, "ops[0].color: must have 3 or 4 items"),
-            (r#"{"op": "FILL", "color": "sky"}"#, r#"ops[0].color: unknown palette name "sky""#),
-            (r##"{"op": "FILL", "color": "#fff"}"##, &format!("ops[0].color: {COLOUR_FORMS}")),
-            (r#"{"op": "FILL", "color": "bg", "radius": 1}"#, "ops[0].radius: unknown field"),
-            (r#"{"op": "FILL", "color": "bg", "color": "fg"}"#, "ops[0].color: duplicate key"),
-            (r#"{"op": "CIRCLE", "cx": 0, "cy": 0, "r": 1, "fill": 1, "color": "bg"}"#, "ops[0].fill: must be a boolean"),
-            (r#"{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "a", "scale": 17, "color": "bg"}"#, "ops[0].scale: at most 16"),
-            (r#"{"op": "BLUR", "color": "bg"}"#, &format!("ops[0].op: unknown op \"BLUR\" (expected one of {OP_NAMES})")),
+            (
+                r#"{"op": "RECT", "x": 0, "y": 0, "width": 0, "height": 1, "color": "bg"}"#,
+                "ops[0].width: must be > 0",
+            ),
+            (
+                r#"{"op": "RECT", "x": 0, "y": 0, "width": 1, "height": 8193, "color": "bg"}"#,
+                "ops[0].height: at most 8192",
+            ),
+            (
+                r#"{"op": "SET", "x": 1.0, "y": 0, "color": "bg"}"#,
+                "ops[0].x: must be an integer",
+            ),
+            (
+                r#"{"op": "SET", "x": true, "y": 0, "color": "bg"}"#,
+                "ops[0].x: must be an integer",
+            ),
+            (
+                r#"{"op": "SET", "x": -8193, "y": 0, "color": "bg"}"#,
+                "ops[0].x: at least -8192",
+            ),
+            (
+                r#"{"op": "SET", "x": 0, "color": "bg"}"#,
+                "ops[0].y: required",
+            ),
+            (
+                r#"{"op": "FILL", "color": [1, 256, 0]}"#,
+                "ops[0].color[1]: at most 255",
+            ),
+            (
+                r#"{"op": "FILL", "color": [1, 2]}"#,
+                "ops[0].color: must have 3 or 4 items",
+            ),
+            (
+                r#"{"op": "FILL", "color": "sky"}"#,
+                r#"ops[0].color: unknown palette name "sky""#,
+            ),
+            (
+                r##"{"op": "FILL", "color": "#fff"}"##,
+                &format!("ops[0].color: {COLOUR_FORMS}"),
+            ),
+            (
+                r#"{"op": "FILL", "color": "bg", "radius": 1}"#,
+                "ops[0].radius: unknown field",
+            ),
+            (
+                r#"{"op": "FILL", "color": "bg", "color": "fg"}"#,
+                "ops[0].color: duplicate key",
+            ),
+            (
+                r#"{"op": "CIRCLE", "cx": 0, "cy": 0, "r": 1, "fill": 1, "color": "bg"}"#,
+                "ops[0].fill: must be a boolean",
+            ),
+            (
+                r#"{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "a", "scale": 17, "color": "bg"}"#,
+                "ops[0].scale: at most 16",
+            ),
+            (
+                r#"{"op": "BLUR", "color": "bg"}"#,
+                &format!("ops[0].op: unknown op \"BLUR\" (expected one of {OP_NAMES})"),
+            ),
             ("[]", "ops[0]: must be an object"),
         ];
         for (op, expected) in cases {
             assert_eq!(err(&with_ops(op)), expected, "{op}");
         }
-        let long_text = format!(r#"{{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "{}", "color": "bg"}}"#, "é".repeat(257));
-        assert_eq!(err(&with_ops(&long_text)), "ops[0].text: at most 256 characters");
+        let long_text = format!(
+            r#"{{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "{}", "color": "bg"}}"#,
+            "é".repeat(257)
+        );
+        assert_eq!(
+            err(&with_ops(&long_text)),
+            "ops[0].text: at most 256 characters"
+        );
     }
 
     #[test]
     fn document_level_rules() {
         assert_eq!(err("[1]"), "$: must be an object");
         assert!(err("{").starts_with("$: invalid JSON"));
-        assert_eq!(err(r#"{"version": 1, "canvas": {"width": 1, "height": 1}, "ops": []}"#), "kind: required");
         assert_eq!(
-            err(r#"{"kind": "pixel_program", "version": 2, "canvas": {"width": 1, "height": 1}, "ops": []}"#),
+            err(r#"{"version": 1, "canvas": {"width": 1, "height": 1}, "ops": []}"#),
+            "kind: required"
+        );
+        assert_eq!(
+            err(
+                r#"{"kind": "pixel_program", "version": 2, "canvas": {"width": 1, "height": 1}, "ops": []}"#
+            ),
             "version: must be 1"
         );
         assert_eq!(
-            err(r#"{"kind": "pixel_program", "version": 1, "canvas": {"width": 4097, "height": 1}, "ops": []}"#),
+            err(
+                r#"{"kind": "pixel_program", "version": 1, "canvas": {"width": 4097, "height": 1}, "ops": []}"#
+            ),
             "canvas.width: at most 4096"
         );
         assert_eq!(
-            err(r#"{"kind": "pixel_program", "version": 1, "canvas": {"width": 1, "height": 1}, "ops": [], "extra": 0}"#),
+            err(
+                r#"{"kind": "pixel_program", "version": 1, "canvas": {"width": 1, "height": 1}, "ops": [], "extra": 0}"#
+            ),
             "extra: unknown field"
         );
         assert_eq!(
-            err(r#"{"kind": "pixel_program", "version": 1, "canvas": {"width": 1, "height": 1}, "ops": [], "palette": {"a": "b"}}"#),
+            err(
+                r#"{"kind": "pixel_program", "version": 1, "canvas": {"width": 1, "height": 1}, "ops": [], "palette": {"a": "b"}}"#
+            ),
             "palette.a: must not be a palette name (palette entries cannot refer to each other)"
         );
         assert_eq!(
-            err(r#"{"kind": "pixel_program", "version": 1, "canvas": {"width": 1, "height": 1}, "ops": [], "palette": {"a b": [1,2,3]}}"#),
+            err(
+                r#"{"kind": "pixel_program", "version": 1, "canvas": {"width": 1, "height": 1}, "ops": [], "palette": {"a b": [1,2,3]}}"#
+            ),
             r#"palette: invalid palette name "a b" (must match [A-Za-z_][A-Za-z0-9_]{0,31})"#
         );
         let meta_ok = format!(r#"{{"d": "{}"}}"#, "x".repeat(4096 - 8));
         let meta_big = format!(r#"{{"d": "{}"}}"#, "x".repeat(4096 - 7));
         let doc = |m: &str| {
-            format!(r#"{{"kind": "pixel_program", "version": 1, "canvas": {{"width": 1, "height": 1}}, "ops": [], "metadata": {m}}}"#)
+            format!(
+                r#"{{"kind": "pixel_program", "version": 1, "canvas": {{"width": 1, "height": 1}}, "ops": [], "metadata": {m}}}"#
+            )
         };
         assert!(parse_program(&doc(&meta_ok)).is_ok());
-        assert_eq!(err(&doc(&meta_big)), "metadata: at most 4096 bytes when serialised");
-        assert_eq!(err(&doc(r#"{"a": {"b": 1, "b": 2}}"#)), "metadata.a.b: duplicate key");
-        let too_many = format!("{}{}", "{\"op\": \"FILL\", \"color\": \"bg\"},".repeat(MAX_OPS), "{\"op\": \"FILL\", \"color\": \"bg\"}");
+        assert_eq!(
+            err(&doc(&meta_big)),
+            "metadata: at most 4096 bytes when serialised"
+        );
+        assert_eq!(
+            err(&doc(r#"{"a": {"b": 1, "b": 2}}"#)),
+            "metadata.a.b: duplicate key"
+        );
+        let too_many = format!(
+            "{}{}",
+            "{\"op\": \"FILL\", \"color\": \"bg\"},".repeat(MAX_OPS),
+            "{\"op\": \"FILL\", \"color\": \"bg\"}"
+        );
         assert_eq!(err(&with_ops(&too_many)), "ops: at most 10000 items");
     }
 

@@ -1,0 +1,20 @@
+"""Writes one benchmark's section of docs/BENCHMARKS.md, leaving the other sections as they are."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+HEADER = ("# Benchmarks\n\nEach section is written by its script under `bench/` "
+          "(machine, date, command, medians, and the ratio to a baseline measured in the same run).\n")
+
+
+def write_section(key: str, title: str, body: str, path: Path = BENCHMARKS) -> None:
+    """Replace (or append) the block between `<!-- key:start -->` and `<!-- key:end -->`."""
+    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    block = f"<!-- {key}:start -->\n## {title}\n\n{body.strip()}\n<!-- {key}:end -->"
+    pattern = re.compile(rf"<!-- {re.escape(key)}:start -->.*?<!-- {re.escape(key)}:end -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
