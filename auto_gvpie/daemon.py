@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "daemon.lock"
 DEBOUNCE_S = 0.1  # an editor's save or an append fires several events; act once, shortly after the first
 HEARTBEAT_S = 5.0  # well inside the store's 120 s lease timeout, even while an LLM call takes minutes
-STOP_GRACE_S = 15.0  # the runner gives a test command 10 s after a stop; a little more to unwind
-FORCE_JOIN_S = 3.0  # after a forced stop, how long workers get to release their own leases
+STOP_GRACE_S = 15.0  # a stop completes within this; the runner gives a test command 10 s of it
+FORCE_JOIN_S = 3.0  # the end of the grace period: interrupted workers release their own leases
 _LOCK_RETRY_S = 0.5  # `describe` probes the lock for a moment; a starting daemon waits that out
 _WATCHED = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
 
@@ -227,11 +227,14 @@ class Daemon:
                 if on_started:
                     on_started(record)
                 try:
-                    if not self._supervise(store):
-                        self._force_stop(workers, "the running task did not stop within the grace period")
+                    stopped_in_time = self._supervise(store)
                 except KeyboardInterrupt:
-                    interrupted = True
-                    self._force_stop(workers, "second signal")
+                    interrupted, stopped_in_time = True, False
+                for signum in previous:
+                    signal.signal(signum, signal.SIG_IGN)  # from here on nothing may cut the release short
+                if not stopped_in_time:
+                    self._force_stop(workers, "second signal" if interrupted
+                                     else "the running task did not stop within the grace period")
                 self._release_ours(store)
             finally:
                 store.close()
@@ -268,9 +271,10 @@ class Daemon:
             self._drain_pipe()
             now = time.monotonic()
             if (self._signals or self._fatal) and deadline is None:
-                deadline = now + STOP_GRACE_S
+                deadline = now + STOP_GRACE_S - FORCE_JOIN_S
                 why = signal.Signals(self._signals[0]).name if self._signals else f"worker failed: {self._fatal}"
-                log.info("stopping (%s): no new tasks; the running one gets up to %g s", why, STOP_GRACE_S)
+                log.info("stopping (%s): no new tasks; the running one gets up to %g s to finish",
+                         why, STOP_GRACE_S - FORCE_JOIN_S)
                 self._stopping.set()
                 with self._cond:
                     self._cond.notify_all()
@@ -350,10 +354,8 @@ class Daemon:
             prune_orphans(self.settings.repo, self.settings.state_dir, keep=live)
 
     def _force_stop(self, workers: list[threading.Thread], why: str) -> None:
-        """Stop now: interrupt the workers so the engine releases and cleans up; whatever a
-        worker stuck in a system call cannot release, release here."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN)  # nothing may cut the release short
+        """Stop now: interrupt the workers so the engine releases and cleans up as it unwinds. A worker
+        blocked in a system call (waiting on the LLM) cannot be interrupted; `_release_ours` covers it."""
         log.warning("stopping at once (%s)", why)
         self._stopping.set()
         with self._cond:
@@ -427,6 +429,8 @@ class Daemon:
         return None
 
     def _drain(self, engine: Engine, reason: str) -> None:
+        if reason != "re-scan":  # a re-scan that finds nothing is not worth a line every interval
+            log.info("woke (%s)", reason)
         try:
             outcomes = run_pending(engine, self.settings.tasks_file)
         except Stopped:
@@ -454,8 +458,8 @@ class Daemon:
         for outcome in outcomes:
             self.outcomes.append(outcome)
             self.on_outcome(outcome)
-        if outcomes or reason != "re-scan":
-            log.info("woke (%s): %d task(s) processed", reason, len(outcomes))
+        if outcomes and reason == "re-scan":
+            log.info("re-scan: %d task(s) processed", len(outcomes))
 
     def _back_off(self) -> None:
         """Try again after one interval, not at the next file event (a down server stays down a while)."""

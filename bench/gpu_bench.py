@@ -120,7 +120,7 @@ def memcpy_ms(nbytes: int, runs: int = 5) -> float:
 
 
 def fmt(value: float) -> str:
-    return f"{value:.1f}" if value < 10_000 else f"{value:,.0f}"
+    return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
 
 
 def ratio(cpu: float, gpu_ms: float) -> str:
@@ -128,7 +128,7 @@ def ratio(cpu: float, gpu_ms: float) -> str:
 
 
 def section(results: list[tuple[str, tuple, dict, dict, dict, float]], runs: int, cpu_runs: int,
-            command: str) -> str:
+            command: str, load_before: float) -> str:
     adapter = results[0][4]["adapter"]
     timer = results[0][4]["compute_timer"]
     lines = [
@@ -147,6 +147,8 @@ def section(results: list[tuple[str, tuple, dict, dict, dict, float]], runs: int
         f"- Adapter: {adapter['name']} ({adapter['backend']}, {adapter['device_type']}"
         + (f", {adapter['driver']}" if adapter.get("driver") else "") + ")",
         f"- Compute timer: {'GPU timestamp queries' if timer == 'timestamp_query' else 'wall time around submit + wait'}",
+        f"- Load: 1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other jobs "
+        "share these cores, so CPU and lavapipe times both vary between runs)",
         f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- Command: `{command}` (medians of {runs} runner processes after one warm-up, "
         f"{cpu_runs} CPU renders)",
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     runner = gpu.ensure_runner(progress=lambda line: status(f"cargo: {line[:70]}"))
+    load_before = os.getloadavg()[0]
     results = []
     with tempfile.TemporaryDirectory(prefix="gvpie-gpu-bench-") as tmp:
         for label, case in CASES.items():
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     status("")
     print(file=sys.stderr)
     command = "python bench/gpu_bench.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    body = section(results, args.runs, args.cpu_runs, command.strip())
+    body = section(results, args.runs, args.cpu_runs, command.strip(), load_before)
     print(body)
     if not args.no_write:
         write_section("gpu_bench", "GPU runner", body)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from auto_gvpie.llm import open_llm  # noqa: E402
 from auto_gvpie.memory import Memory  # noqa: E402
 from auto_gvpie.runner import run_command  # noqa: E402
 from auto_gvpie.tasks import StateStore, parse_inbox  # noqa: E402
-from bench_report import write_section  # noqa: E402
+from bench_report import machine, write_section  # noqa: E402
 from llm_server import LLMServer  # noqa: E402
 
 
@@ -62,13 +61,18 @@ def measure(home: Path, tasks: list[dict], memory_on: bool) -> list[float]:
         store.sync(inbox)
         overheads = []
         for task in inbox:
-            start = time.perf_counter()
-            outcome = engine.run_task(task)
-            wall = time.perf_counter() - start
+            start = time.time()
+            engine.run_task(task)
+            wall = time.time() - start
             runs = store.runs(task.id)
-            inside = sum(r["llm_seconds"] + r["test_seconds"] for r in runs)
-            # The baseline test run (once per task) is not in `runs`, so it counts as overhead here.
-            overheads.append((wall - inside) / outcome.attempts * 1000)
+            if len(runs) == 1:
+                # The baseline test run is not in `runs`, so it counts as overhead here.
+                overheads.append((wall - runs[0]["llm_seconds"] - runs[0]["test_seconds"]) * 1000)
+            else:
+                # Within one task: the gap between consecutive attempt records, less what they waited on.
+                for prev, run in zip(runs, runs[1:]):
+                    gap = run["created"] - prev["created"]
+                    overheads.append((gap - run["llm_seconds"] - run["test_seconds"]) * 1000)
         memory.close()
     return overheads
 
@@ -111,8 +115,7 @@ def main() -> None:
                         f"{statistics.quantiles(values, n=20)[-1]:.1f} | {med / floor:.1f}× |")
             print(f"{shape}, {label}: median {med:.1f} ms per attempt")
     body = "\n".join([
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}; "
-        f"{date.today().isoformat()}. Command: `.venv/bin/python bench/loop_overhead.py{' --memory' if args.memory else ''}`.",
+        f"Machine: {machine()}; {date.today().isoformat()}. Command: `.venv/bin/python bench/loop_overhead.py{' --memory' if args.memory else ''}`.",
         "",
         "Time per attempt spent in Auto-GVPIE itself (wall − LLM wait − test commands), zero-latency loopback LLM, "
         "test command `true`/`false`. Target: ≤ 150 ms per attempt (median).",

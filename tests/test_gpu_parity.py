@@ -256,7 +256,33 @@ def test_metadata_size_limit_is_measured_like_python(runner, tmp_path):
     assert runner_verdict(runner, too_big, tmp_path)[0] == 2
 
 
+def test_rejection_message_is_the_runners_own_line(runner, tmp_path):
+    source = tmp_path / "bad.json"
+    source.write_text(json.dumps(doc([{"op": "RECT", "x": 0, "y": 0, "width": 0, "height": 1, "color": WHITE}])))
+    with pytest.raises(gpu.ProgramRejected) as err:
+        gpu.render_gpu(source, tmp_path / "out.png", runner=runner)
+    assert str(err.value) == f"gvpie-runner: {source}: ops[0].width: must be > 0"
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_command_line_misuse_exits_2(runner, tmp_path):
+    source = tmp_path / "p.json"
+    source.write_text(json.dumps(doc([])))
+    no_target = subprocess.run([str(runner), "render", str(source)], capture_output=True, text=True)
+    assert no_target.returncode == 2 and "--out" in no_target.stderr
+    missing = subprocess.run([str(runner), "render", str(tmp_path / "absent.json"), "--out", str(tmp_path / "o.png")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "absent.json: cannot read" in missing.stderr
+
+
 def test_missing_runner_is_explained(monkeypatch, tmp_path):
     monkeypatch.setenv("GVPIE_RUNNER", str(tmp_path / "nowhere"))
     with pytest.raises(gpu.RunnerUnavailable, match="GVPIE_RUNNER"):
         gpu.find_runner()
+
+
+def test_building_without_cargo_says_how_to_get_the_runner(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(gpu.RunnerUnavailable, match="install Rust"):
+        gpu.build_runner()

@@ -118,8 +118,9 @@ def ensure_runner(progress: Callable[[str], None] | None = None) -> Path:
     return find_runner() or build_runner(progress)
 
 
-def _run(args: list[str], runner: Path | None) -> subprocess.CompletedProcess:
-    binary = runner or ensure_runner()
+def _run(args: list[str], runner: Path | None,
+         progress: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
+    binary = runner or ensure_runner(progress)
     try:
         proc = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
     except OSError as exc:
@@ -151,17 +152,18 @@ def _program_file(program: ProgramSource, folder: Path, stem: str) -> Path:
 
 
 def render_gpu(program: ProgramSource, out_png: str | os.PathLike, *, runner: Path | None = None,
-               adapter: str | None = None) -> dict[str, Any]:
+               adapter: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one program (a PixelProgram, a JSON-ready dict, or a path to a JSON file) on the GPU.
 
-    Writes `out_png` and returns the runner's report. Raises ProgramRejected for an
+    Writes `out_png` and returns the runner's report. Without `runner`, the binary is
+    found or built first (`progress` gets cargo's lines). Raises ProgramRejected for an
     invalid program, RunnerFailed/RunnerUnavailable when the runner cannot do it.
     """
     out = Path(out_png)
     with tempfile.TemporaryDirectory(prefix="gvpie-gpu-") as tmp:
         source = _program_file(program, Path(tmp), "program")
         args = ["render", str(source), "--out", str(out), "--json"] + (["--adapter", adapter] if adapter else [])
-        report = json.loads(_run(args, runner).stdout)
+        report = json.loads(_run(args, runner, progress).stdout)
     logger.info("GPU render on %s: %s", report["adapter"]["name"], report["timings_ms"])
     return report
 

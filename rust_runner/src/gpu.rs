@@ -235,7 +235,10 @@ impl Gpu {
     /// How many u32 entries one storage binding may hold on this device.
     pub fn max_binding_words(&self) -> usize {
         let limits = self.device.limits();
-        (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size) as usize / 4
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size) as usize
+            / 4
     }
 
     pub fn check_canvas(&self, program: &Program) -> Result<(), GpuError> {
@@ -245,8 +248,8 @@ impl Gpu {
                 "a {}x{} canvas needs {} MiB in one storage buffer; this device allows {} MiB",
                 program.width,
                 program.height,
-                words * 4 >> 20,
-                self.max_binding_words() * 4 >> 20
+                (words * 4) >> 20,
+                (self.max_binding_words() * 4) >> 20
             )));
         }
         Ok(())
