@@ -187,6 +187,7 @@ class Daemon:
         self._inbox_error: str | None = None
         self._fatal: Exception | None = None  # a worker could not go on (e.g. the embedded model is missing)
         self._live = 0  # workers not yet finished; counted here because is_alive() lags a finished thread
+        self._ready = 0  # workers that have set up their engine
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -222,6 +223,7 @@ class Daemon:
                 self._live = len(workers)
                 for worker in workers:
                     worker.start()
+                self._wait_ready(len(workers))
                 log.info("daemon started: pid %d, watching %s, %d worker(s), re-scan every %g s",
                          record.pid, settings.tasks_file, settings.workers, settings.interval)
                 if on_started:
@@ -257,6 +259,12 @@ class Daemon:
             raise self._fatal
         log.info("daemon stopped: %d task(s) processed", len(self.outcomes))
         return DaemonReport(list(self.outcomes), interrupted)
+
+    def _wait_ready(self, count: int) -> None:
+        """Until every worker has its engine (imports, memory, model) or has failed, or a signal came."""
+        with self._cond:
+            while self._ready + (count - self._live) < count and not self._signals:
+                self._cond.wait(0.5)  # a signal handler cannot notify (it may take no locks): look now and then
 
     def _supervise(self, store: StateStore) -> bool:
         """The main loop; returns True once every worker stopped by itself after a signal,
@@ -389,6 +397,7 @@ class Daemon:
         finally:
             with self._cond:
                 self._live -= 1
+                self._cond.notify_all()
             self._poke()  # the supervisor waits for workers to finish
 
     def _serve(self, owner: str) -> None:
@@ -400,6 +409,9 @@ class Daemon:
         try:
             engine = Engine(settings, store, open_llm(settings), memory, owner=owner, progress=self.progress,
                             should_stop=self._stopping.is_set)
+            with self._cond:
+                self._ready += 1
+                self._cond.notify_all()
             seen: int | None = None
             while (work := self._take_work(seen)) is not None:
                 seen, reason = work

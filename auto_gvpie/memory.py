@@ -224,6 +224,7 @@ class Memory:
         self._tables: dict[str, Any] = {}
         self._pending: dict[str, list[dict]] = {name: [] for name in TABLES}
         self._housekeeper: threading.Thread | None = None
+        self._full_text: set[str] = set()  # tables with a full-text index (hybrid search)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -351,9 +352,11 @@ class Memory:
         if not _has_index(table, "text"):
             try:
                 _retry(f"full-text index {name}", lambda: table.create_index("text", config=FTS(), replace=False))
-            except Exception as exc:  # another process may have just built it; hybrid falls back otherwise
+            except Exception as exc:  # another process may have just built it; else search is vector-only
                 if not _has_index(table, "text"):
                     log.warning("no full-text index on %s (vector search only): %s", name, _one_line(exc))
+                    return
+        self._full_text.add(name)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -362,7 +365,7 @@ class Memory:
         and `_relevance_score` (reciprocal-rank fusion of both legs; of the vector leg alone when
         the table has no full-text index)."""
         table = self._tables[name]
-        if text.strip() and _has_index(table, "text"):
+        if text.strip() and name in self._full_text:
             query = (table.search(query_type="hybrid").vector(vector).text(text)
                      .rerank(RRFReranker(K=RRF_K, return_score="all")))
         else:
@@ -509,7 +512,7 @@ def _retry(what: str, action: Callable[[], T]) -> T:
         try:
             return action()
         except Exception as exc:
-            if not _is_conflict(exc) or attempt == COMMIT_RETRIES - 1:
+            if not _lost_a_race(exc) or attempt == COMMIT_RETRIES - 1:
                 raise
             delay = COMMIT_BACKOFF_S * 2 ** attempt * random.uniform(0.5, 1.5)
             log.info("%s: commit conflict with another writer, retrying in %.2f s", what, delay)
@@ -517,9 +520,10 @@ def _retry(what: str, action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _is_conflict(exc: Exception) -> bool:
+def _lost_a_race(exc: Exception) -> bool:
+    """A commit conflict, or another process creating the same table a moment earlier."""
     message = str(exc).lower()
-    return "conflict" in message or "retryable" in message or "concurrent" in message
+    return any(word in message for word in ("conflict", "retryable", "concurrent", "already exists"))
 
 
 def _has_index(table: Any, column: str) -> bool:

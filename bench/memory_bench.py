@@ -212,7 +212,8 @@ def bench_inserts(count: int, rng: random.Random) -> dict:
 def report(args: argparse.Namespace, load_s: float, embedding: dict, recalls: list[dict], inserts: dict | None) -> str:
     lines = [
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other work, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}, lancedb {mem_module.lancedb.__version__}",
+        f"{platform.release()}, Python {platform.python_version()}, lancedb {mem_module.lancedb.__version__}; "
+        f"load average at the end {os.getloadavg()[0]:.1f} (the team's tests share the CPUs, so absolute times are noisy)",
         f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Command: `.venv/bin/python bench/memory_bench.py --sizes {args.sizes} --inserts {args.inserts}`",
         "",
