@@ -214,7 +214,7 @@ class Engine:
         from auto_gvpie.pixels.gpu import GPUError, render_gpu
         try:
             report = render_gpu(program_path, self.settings.artifacts_dir / f"{task.id}.gpu.png")
-            log.info("GPU render of %s on %s: %s", task.id, report.get("adapter", {}).get("name"), report.get("timings"))
+            log.info("GPU render of %s on %s: %s", task.id, report.get("adapter", {}).get("name"), report.get("timings_ms"))
         except GPUError as exc:
             log.warning("GPU render of %s skipped: %s", task.id, exc)
 

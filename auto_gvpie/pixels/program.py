@@ -166,11 +166,26 @@ class PixelProgram:
         return doc
 
 
+MAX_DEPTH = 512  # JSON nesting; the GPU runner's reader stops at the same depth
+
+
 def parse_program(source: str | bytes | dict[str, Any]) -> PixelProgram:
     """Parse JSON text (duplicate keys rejected) or validate an already decoded object."""
-    if isinstance(source, (str, bytes, bytearray)):
-        return _program(_decode(source))
-    return _program(source)
+    document = _decode(source) if isinstance(source, (str, bytes, bytearray)) else source
+    if _depth(document) > MAX_DEPTH:
+        raise ValidationError("$", f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
+    return _program(document)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded document, without recursion (a hostile one may be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 class _KeyedDict(dict):
@@ -201,6 +216,8 @@ def _decode(text: str | bytes | bytearray) -> Any:
         raise ValidationError("$", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
         raise ValidationError("$", f"invalid UTF-8: {exc.reason}") from None
+    except RecursionError:
+        raise ValidationError("$", f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
 
 
 def _key(path: str, key: str) -> str:
