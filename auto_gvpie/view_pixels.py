@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import json
 import logging
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python auto_gvpie/view_pixels.py` from any directory
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from auto_gvpie.pixels import gpu
 from auto_gvpie.pixels.program import PixelProgram, ValidationError, parse_program
 from auto_gvpie.pixels.render import ascii_preview, render, save_png
 from auto_gvpie.tasks import InboxError, read_inbox
@@ -149,8 +149,9 @@ def _latest_from_memory(home: Path) -> Path | None:
     if not (home / "lancedb").is_dir():
         return None
     try:
-        memory_module = importlib.import_module("auto_gvpie.memory")
-        record = memory_module.Memory(home).latest_artifact(kind="pixel")
+        from auto_gvpie.memory import Memory  # LanceDB loads only when there is memory to ask
+
+        record = Memory(home).latest_artifact(kind="pixel")
         fields = {} if record is None else record if isinstance(record, dict) else vars(record)
     except Exception as exc:  # memory is optional here: any failure means "ask the files instead"
         log.debug("memory has no latest artifact: %s", exc)
@@ -191,10 +192,6 @@ def _print_table(rows: list[ArtifactRow]) -> None:
 
 def _run_gpu(program: PixelProgram, out_png: Path, cpu_image: np.ndarray) -> dict[str, Any]:
     """Render on the GPU runner and count the pixels that differ from the CPU render (-1: other size)."""
-    try:
-        gpu = importlib.import_module("auto_gvpie.pixels.gpu")
-    except ImportError:
-        raise UsageError("the GPU runner is not available (auto_gvpie.pixels.gpu is missing)") from None
     try:
         gpu.render_gpu(program, out_png)
     except gpu.GPUError as exc:

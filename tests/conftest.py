@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The edit corpus holds sample repositories (with their own test files), not tests of ours.
+collect_ignore = ["edit_corpus"]
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -182,7 +182,7 @@ def test_kill_9_mid_task_then_restart_finishes_it_once_and_leaves_no_worktree(ho
 def test_an_editor_save_by_rename_is_noticed(home, daemons):
     tasks_file = write_tasks(home, [pixel_task("first")])
     with LLMServer(responder=lambda body: PIXEL) as server:
-        daemon = daemons(home, server.url, "--interval", "3600")  # no re-scan: only the watcher can notice
+        daemon = daemons(home, server.url, "--interval", "3600", "--json")  # no re-scan: only the watcher
         wait_for(lambda: done(home, "first"), 60, "the first task")
         scratch = home / ".auto_tasks.json.goutputstream-X1Y2"
         scratch.write_text(json.dumps([pixel_task("first"), pixel_task("second")], indent=2) + "\n")
@@ -192,6 +192,9 @@ def test_an_editor_save_by_rename_is_noticed(home, daemons):
     code, _ = daemon.stop()
     assert code == 0
     assert "woke (file change)" in log_text(home)
+    summary = json.loads(daemon.output().strip().splitlines()[-1])
+    assert (summary["processed"], summary["done"]) == (2, 2)
+    assert [t["id"] for t in summary["tasks"]] == ["first", "second"]
 
 
 def test_sigterm_lets_the_test_command_finish_then_exits_0_with_the_task_pending(home, repo, tmp_path, daemons):

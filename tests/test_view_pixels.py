@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,8 +19,8 @@ SCRIPT = ROOT / "auto_gvpie" / "view_pixels.py"
 BOOT = ROOT / "examples" / "pixels" / "boot_screen.json"
 
 
-def view(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def view(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **(env or {})}
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -165,11 +164,13 @@ def test_latest_and_list_in_an_empty_home(tmp_path: Path):
     assert proc.returncode == 0 and "no pixel artifacts" in proc.stdout
 
 
-@pytest.mark.skipif(importlib.util.find_spec("auto_gvpie.pixels.gpu") is not None,
-                    reason="the GPU runner module exists; its own tests cover --gpu")
-def test_gpu_without_the_runner_module_is_a_clear_usage_error(tmp_path: Path):
-    proc = view("--file", str(BOOT), "--gpu", cwd=tmp_path)
-    assert proc.returncode == 2 and "GPU runner is not available" in proc.stderr
+def test_gpu_with_a_missing_runner_binary_says_so(tmp_path: Path):
+    proc = view("--file", str(BOOT), "--gpu", "--json", cwd=tmp_path,
+                env={"GVPIE_RUNNER": str(tmp_path / "no-such-runner")})
+    assert proc.returncode == 1
+    assert "GVPIE_RUNNER=" in json.loads(proc.stdout)["gpu_error"]
+    assert "is not a file" in view("--file", str(BOOT), "--gpu", cwd=tmp_path,
+                                   env={"GVPIE_RUNNER": str(tmp_path / "no-such-runner")}).stderr
 
 
 def test_source_flags_are_exclusive(tmp_path: Path):
@@ -178,8 +179,6 @@ def test_source_flags_are_exclusive(tmp_path: Path):
 
 
 def _runner_built() -> bool:
-    if importlib.util.find_spec("auto_gvpie.pixels.gpu") is None:
-        return False
     from auto_gvpie.pixels import gpu
     try:
         return gpu.find_runner() is not None

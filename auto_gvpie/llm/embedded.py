@@ -13,7 +13,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,39 @@ def _import_llama_cpp():
             f"({exc}). Install them with: {INSTALL_HINT}"
         ) from exc
     return llama_cpp
+
+
+@contextmanager
+def _amx_buffers_off(llama_cpp) -> Iterator[None]:
+    """Keep Q4_K weights out of llama.cpp's AMX buffers when the library was built with AMX.
+
+    Its AMX matrix multiply segfaults on some Sapphire Rapids machines with Q4_K models (llama.cpp
+    issue 20824, unfixed), and a segfault would take the whole worker down. `Llama` takes no option
+    for it, so its default model parameters are swapped, for the duration of the load only (callers
+    hold `_loading`), for ones with extra buffer types off. A build without AMX
+    (CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON ...", see docs/local_model.md) needs none of this
+    and keeps the faster repacked weights.
+    """
+    if b"AMX_INT8 = 1" not in llama_cpp.llama_print_system_info():
+        yield
+        return
+    log.warning(
+        "this llama-cpp-python was built with AMX, whose Q4_K kernels crash on some CPUs; loading without "
+        "weight repacking (slower). Rebuild it without AMX for full speed: see docs/local_model.md"
+    )
+    bindings = llama_cpp.llama_cpp
+    defaults = bindings.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
 
 
 def available_threads() -> int:
@@ -126,14 +160,15 @@ class EmbeddedLLM:
         llama_cpp = self._llama_cpp
         started = time.monotonic()
         try:
-            llama = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self.context_window,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                seed=self.seed,
-                verbose=False,
-            )
+            with _amx_buffers_off(llama_cpp):
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self.context_window,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    seed=self.seed,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise EmbeddedUnavailable(f"llama-cpp-python could not load {path}: {exc}") from exc
         template = llama.metadata.get("tokenizer.chat_template")
