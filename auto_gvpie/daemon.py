@@ -36,7 +36,7 @@ from watchdog.observers import Observer
 from auto_gvpie.config import ConfigError, Settings
 from auto_gvpie.engine import Engine, Outcome, Stopped, run_pending
 from auto_gvpie.llm import LLMUnreachable, open_llm
-from auto_gvpie.tasks import InboxError, StateStore, Task
+from auto_gvpie.tasks import InboxError, StateStore
 from auto_gvpie.workspace import Worktree, prune_orphans, worktrees_dir
 
 log = logging.getLogger(__name__)
@@ -159,21 +159,6 @@ class _InboxEvents(FileSystemEventHandler):
         paths = [event.src_path, getattr(event, "dest_path", "")]
         if any(p and os.path.basename(os.fsdecode(p)) == self.name for p in paths):
             self.on_change()
-
-
-class _ReportingEngine(Engine):
-    """Reports each outcome as the task ends; `run_pending` returns them only when the inbox is
-    drained, and not at all when a stop or a lost LLM cuts the drain short."""
-
-    def __init__(self, *args, on_outcome: Callable[[Outcome], None], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.on_outcome = on_outcome
-
-    def run_task(self, task: Task) -> Outcome | None:
-        outcome = super().run_task(task)
-        if outcome is not None:
-            self.on_outcome(outcome)
-        return outcome
 
 
 class Daemon:
@@ -422,9 +407,8 @@ class Daemon:
         store = StateStore(settings.state_dir)
         memory = Memory(settings.home, enabled=settings.memory)
         try:
-            engine = _ReportingEngine(settings, store, open_llm(settings), memory, owner=owner,
-                                      progress=self.progress, should_stop=self._stopping.is_set,
-                                      on_outcome=self._report)
+            engine = Engine(settings, store, open_llm(settings), memory, owner=owner, progress=self.progress,
+                            should_stop=self._stopping.is_set, on_outcome=self._report)
             with self._cond:
                 self._ready += 1
                 self._cond.notify_all()

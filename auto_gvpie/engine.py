@@ -63,7 +63,8 @@ class AttemptResult:
 
 class Engine:
     def __init__(self, settings: Settings, store: StateStore, llm: LLM, memory: Memory, owner: str,
-                 progress: ProgressFn | None = None, should_stop: Callable[[], bool] = lambda: False):
+                 progress: ProgressFn | None = None, should_stop: Callable[[], bool] = lambda: False,
+                 on_outcome: Callable[[Outcome], None] = lambda outcome: None):
         self.settings = settings
         self.store = store
         self.llm = llm
@@ -71,6 +72,7 @@ class Engine:
         self.owner = owner
         self.progress = progress or (lambda task_id, attempt, stage: None)
         self.should_stop = should_stop
+        self.on_outcome = on_outcome  # told as each task ends, even if the drain is cut short later
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -101,6 +103,7 @@ class Engine:
         self.memory.flush()
         log.info("%s %s after %d attempt(s)%s", outcome.status, task.id, outcome.attempts,
                  f": {outcome.error}" if outcome.error else "")
+        self.on_outcome(outcome)
         return outcome
 
     def _attempts(self, task: Task, first: int, worktree: Worktree | None) -> Outcome:

@@ -42,10 +42,11 @@ log = logging.getLogger(__name__)
 EMBED_DIM = 384
 TABLES = ("tasks", "runs", "artifacts")
 
-# Vocabulary of the engine's records that recall interprets.
+# The engine's vocabulary that recall interprets: a task's outcome, an attempt's outcome, and the
+# outcome of the extra runs row that records the final patch of a successful code task.
 TASK_DONE = "done"
 ATTEMPT_PASSED = "passed"
-PATCH_KIND = "patch"
+PATCH_SAVED = "patch_saved"
 
 # Recall: candidates come from hybrid search (vector + BM25 full text, fused by reciprocal rank,
 # so a shared file or exception name lifts a row); a candidate counts as relevant only when its
@@ -73,6 +74,10 @@ CLEANUP_AFTER = timedelta(minutes=1)
 # Below this many rows a brute-force scan is as fast as an index; above it an IVF index with
 # 8-bit scalar quantisation, re-ranked on the full vectors, keeps top-k near exact.
 VECTOR_INDEX_MIN_ROWS = 5_000
+# Each optimize adds the new rows to the vector index as one more segment, and compaction cannot
+# merge fragments indexed by different segments; past this many the index is rebuilt whole
+# (about 0.2 s at 6k rows, 5 s at 100k, on the housekeeping thread).
+MAX_VECTOR_INDEX_SEGMENTS = 8
 NPROBES = 20
 REFINE_FACTOR = 5
 
@@ -423,8 +428,8 @@ class Memory:
         tasks = {r["task_id"]: r for r in sorted(self._rows("tasks", f"task_id IN ({ids})"),
                                                  key=lambda r: r["created_at"])}  # a re-run task: newest wins
         runs = self._rows("runs", f"task_id IN ({ids})")
-        artifacts = self._rows("artifacts", f"task_id IN ({ids}) AND (artifact_kind = {_sql(PATCH_KIND)} "
-                                            f"OR outcome = {_sql(ATTEMPT_PASSED)})")
+        artifacts = self._rows("artifacts", f"task_id IN ({ids}) AND outcome IN "
+                                            f"({_sql(PATCH_SAVED)}, {_sql(ATTEMPT_PASSED)})")
         header = ("## Relevant memory\n"
                   "Earlier tasks that look like this one (most similar first): what was tried and how it went.\n")
         sections, used = [header], len(header)
@@ -486,15 +491,19 @@ class Memory:
 # -- helpers -------------------------------------------------------------------------------------
 
 def housekeep(name: str, table: Any) -> None:
-    """Compact small fragments, fold new rows into the indices, delete old versions, and build the
-    vector index once the table is big enough for it to pay."""
+    """Compact small fragments, fold new rows into the indices and delete old versions; build the
+    vector index once the table is big enough for it to pay, and rebuild it when fragmented."""
     started = time.perf_counter()
     _retry(f"optimize {name}", lambda: table.optimize(cleanup_older_than=CLEANUP_AFTER))
     log.debug("optimized %s in %.2f s", name, time.perf_counter() - started)
-    if not _has_index(table, "vector") and table.count_rows() >= VECTOR_INDEX_MIN_ROWS:
+    index = next((i for i in table.list_indices() if "vector" in i.columns), None)
+    if index is None and table.count_rows() < VECTOR_INDEX_MIN_ROWS:
+        return
+    if index is None or index.num_segments > MAX_VECTOR_INDEX_SEGMENTS:
         started = time.perf_counter()
         _retry(f"index {name}", lambda: table.create_index(
-            "vector", config=IvfSq(distance_type="cosine"), replace=False))
+            "vector", config=IvfSq(distance_type="cosine"), replace=True))
+        _retry(f"optimize {name}", lambda: table.optimize(cleanup_older_than=CLEANUP_AFTER))
         log.info("built the vector index of %s in %.1f s", name, time.perf_counter() - started)
 
 
@@ -542,7 +551,7 @@ def _task_block(task_id: str, similarity: float, task: dict | None, runs: list[d
     lines = [f"### {title} (task `{task_id}`, {kind}, {status}; similarity {similarity:.2f})"]
     if task and task["outcome"] != TASK_DONE and task.get("error"):
         lines.append(f"Last error: {_first_line(task['error'], 240)}")
-    newest = {r["attempt"]: r for r in sorted(runs, key=lambda r: r["created_at"]) if r["artifact_kind"] != PATCH_KIND}
+    newest = {r["attempt"]: r for r in sorted(runs, key=lambda r: r["created_at"]) if r["outcome"] != PATCH_SAVED}
     for run in [newest[n] for n in sorted(newest)][-4:]:
         how = f"`{run['test_command']}` exited {run['exit_code']}" if run.get("test_command") else ""
         lines.append(f"- attempt {run['attempt']}: {run['outcome']}{' — ' + how if how else ''}")
@@ -550,7 +559,7 @@ def _task_block(task_id: str, similarity: float, task: dict | None, runs: list[d
     winner = _winning_artifact(task, artifacts)
     body = "\n".join(lines) + "\n"
     if winner is not None:
-        label = "Patch that worked" if winner["artifact_kind"] == PATCH_KIND else "What worked"
+        label = "Patch that worked" if winner["outcome"] == PATCH_SAVED else "What worked"
         head = f"{label} (attempt {winner['attempt']}):\n```\n"
         room = min(1_200, budget - len(body) - len(head) - 5)
         if room > 80:
@@ -561,7 +570,7 @@ def _task_block(task_id: str, similarity: float, task: dict | None, runs: list[d
 def _winning_artifact(task: dict | None, artifacts: list[dict]) -> dict | None:
     if task is not None and task["outcome"] != TASK_DONE:
         return None
-    patches = [a for a in artifacts if a["artifact_kind"] == PATCH_KIND and a["content"]]
+    patches = [a for a in artifacts if a["outcome"] == PATCH_SAVED and a["content"]]
     passed = [a for a in artifacts if a["outcome"] == ATTEMPT_PASSED and a["content"]]
     pool = patches or passed
     return max(pool, key=lambda a: (a["attempt"], a["created_at"])) if pool else None

@@ -20,8 +20,7 @@ if __package__ in (None, ""):  # run as `python auto_gvpie/orchestrator.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from auto_gvpie.config import ConfigError, Settings, load_settings
-from auto_gvpie.tasks import (FINISHED, InboxError, StateStore, Task, append_task, effective_status,
-                              read_inbox, runnable)
+from auto_gvpie.tasks import InboxError, StateStore, append_task, effective_status, read_inbox, runnable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 log = logging.getLogger("auto_gvpie")

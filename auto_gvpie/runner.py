@@ -93,28 +93,33 @@ def run_command(command: str, cwd: Path, timeout: float = 300.0, *, env: dict[st
     reader.start()
     timed_out = stopped = False
     stop_deadline = None
-    while proc.poll() is None:
-        now = time.monotonic()
-        if now - start > timeout:
-            timed_out = True
-            _kill_group(proc, grace=2.0)
-            break
-        if should_stop is not None and stop_deadline is None and should_stop():
-            stop_deadline = now + stop_grace
-        if stop_deadline is not None and now > stop_deadline:
-            stopped = True
-            _kill_group(proc, grace=2.0)
-            break
-        try:
-            proc.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
-            pass
-    else:
-        # The command is done; make sure nothing it left in the background keeps the pipe open.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    try:
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now - start > timeout:
+                timed_out = True
+                _kill_group(proc, grace=2.0)
+                break
+            if should_stop is not None and stop_deadline is None and should_stop():
+                stop_deadline = now + stop_grace
+            if stop_deadline is not None and now > stop_deadline:
+                stopped = True
+                _kill_group(proc, grace=2.0)
+                break
+            try:
+                proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            # The command is done; make sure nothing it left in the background keeps the pipe open.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    except BaseException:
+        # Interrupted (Ctrl-C, a forced stop): the command must not outlive us in a removed worktree.
+        _kill_group(proc, grace=0.5)
+        raise
     reader.join(timeout=5)
     duration = time.monotonic() - start
     output = buffer.text()

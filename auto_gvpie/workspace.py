@@ -6,12 +6,15 @@ patch in one `git apply` (all or nothing) and only to files without local change
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,9 @@ class WorkspaceError(Exception):
 
 
 def git(repo: Path, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, input=input)
+    # Its own session: a Ctrl-C meant for the worker must not kill a git step halfway.
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, input=input,
+                          start_new_session=True)
     if check and proc.returncode != 0:
         raise WorkspaceError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
@@ -34,6 +39,16 @@ def check_repo(repo: Path) -> None:
         raise WorkspaceError(f"{repo} is not a git repository (pass --repo DIR, or run `git init` there)")
     if git(repo, "rev-parse", "--verify", "HEAD", check=False).returncode != 0:
         raise WorkspaceError(f"{repo} has no commits yet; commit once so tasks have a base to start from")
+
+
+@contextmanager
+def repo_lock(repo: Path) -> Iterator[None]:
+    """Serialises our git operations on one repository (several workers, or a worker and --once)."""
+    common = Path(git(repo, "rev-parse", "--git-common-dir").stdout.strip())
+    lock_path = (common if common.is_absolute() else repo / common) / "gvpie.lock"
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def worktrees_dir(state_dir: Path) -> Path:
@@ -53,18 +68,20 @@ class Worktree:
         if self.path.exists():
             self.remove()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.base = git(self.repo, "rev-parse", "HEAD").stdout.strip()
-        git(self.repo, "worktree", "add", "--detach", str(self.path), self.base)
+        with repo_lock(self.repo):
+            self.base = git(self.repo, "rev-parse", "HEAD").stdout.strip()
+            git(self.repo, "worktree", "add", "--detach", str(self.path), self.base)
         return self
 
     def __exit__(self, *exc) -> None:
         self.remove()
 
     def remove(self) -> None:
-        git(self.repo, "worktree", "remove", "--force", str(self.path), check=False)
-        if self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
-        git(self.repo, "worktree", "prune", check=False)
+        with repo_lock(self.repo):
+            git(self.repo, "worktree", "remove", "--force", str(self.path), check=False)
+            if self.path.exists():
+                shutil.rmtree(self.path, ignore_errors=True)
+            git(self.repo, "worktree", "prune", check=False)
 
     def diff(self) -> str:
         """Everything changed since the base, new files included, as one patch."""
@@ -109,8 +126,13 @@ def apply_to_checkout(repo: Path, patch: str, mode: str = "checkout", branch: st
     changes to the same files), or as a commit on a new branch, or not at all."""
     if mode == "none" or not patch.strip():
         return ApplyResult(False, "patch kept in artifacts only")
-    if mode == "branch":
-        return _commit_to_branch(repo, patch, branch or "gvpie/task")
+    with repo_lock(repo):
+        if mode == "branch":
+            return _commit_to_branch(repo, patch, branch or "gvpie/task")
+        return _apply_to_working_tree(repo, patch)
+
+
+def _apply_to_working_tree(repo: Path, patch: str) -> ApplyResult:
     files = patch_files(patch)
     dirty = git(repo, "status", "--porcelain", "--untracked-files=all", "--", *files).stdout.splitlines()
     if dirty:

@@ -14,7 +14,6 @@ edits and wall time per task, plus model load time and tokens/s.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys

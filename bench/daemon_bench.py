@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -120,8 +121,10 @@ def once_latency(root: Path, url: str, samples: int) -> list[float]:
 
 
 def queue(home: Path, n: int) -> None:
-    home.mkdir()
-    (home / "auto_tasks.json").write_text(json.dumps([task(f"q-{i}") for i in range(n)]))
+    """Put n tasks in the inbox at once, the way an editor saves (write aside, rename over)."""
+    scratch = home / ".auto_tasks.json.new"
+    scratch.write_text(json.dumps([task(f"q-{i}") for i in range(n)]))
+    os.replace(scratch, home / "auto_tasks.json")
 
 
 def span(home: Path, n: int) -> float:
@@ -131,21 +134,35 @@ def span(home: Path, n: int) -> float:
     return last - first
 
 
-def daemon_throughput(home: Path, url: str, n: int, workers: int) -> float:
-    queue(home, n)
+def daemon_throughput(home: Path, url: str, n: int, workers: int) -> tuple[float, float]:
+    """(tasks/s, CPU ms per task) of a running daemon handed n tasks at once."""
+    home.mkdir()
+    (home / "auto_tasks.json").write_text("[]\n")
     proc = start_daemon(home, url, "--workers", str(workers))
     try:
+        time.sleep(1)  # past the first (empty) drain
+        cpu = cpu_seconds(proc.pid)
+        queue(home, n)
         wait_until(lambda: sum(1 for e, _ in log_events(home) if e == "done") >= n, 1800, "the queue", poll=0.5)
+        cpu = cpu_seconds(proc.pid) - cpu
     finally:
         stop(proc)
-    return n / span(home, n)
+    return n / span(home, n), cpu / n * 1000
 
 
-def once_throughput(home: Path, url: str, n: int) -> float:
-    queue(home, n)
-    subprocess.run([*CLI, "--once", "--home", str(home), "--llm-url", url, "--no-memory"], check=True,
-                   capture_output=True)
-    return n / span(home, n)
+def once_throughput(home: Path, url: str, n: int) -> tuple[float, float]:
+    """(tasks/s, CPU ms per task) of `--once` draining n tasks; the CPU of a one-task run (start-up,
+    imports) is taken off so that only the per-task cost remains."""
+    cpu = []
+    for count, where in ((1, home.with_name(home.name + "-one")), (n, home)):
+        where.mkdir()
+        queue(where, count)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([*CLI, "--once", "--home", str(where), "--llm-url", url, "--no-memory"], check=True,
+                       capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return n / span(home, n), (cpu[1] - cpu[0]) / (n - 1) * 1000
 
 
 def cpu_seconds(pid: int) -> float:
@@ -202,21 +219,28 @@ def main() -> None:
               f" cold --once median {once_med:.0f} ms", flush=True)
 
         rates: dict[str, list[float]] = {"daemon, 1 worker": [], "daemon, 2 workers": [], "--once (baseline)": []}
+        cpu: dict[str, list[float]] = {k: [] for k in rates}
         for run in range(args.runs):
             print(f"throughput run {run + 1}/{args.runs}: {args.tasks} tasks ...", flush=True)
-            rates["daemon, 1 worker"].append(daemon_throughput(root / f"d1-{run}", server.url, args.tasks, 1))
-            rates["daemon, 2 workers"].append(daemon_throughput(root / f"d2-{run}", server.url, args.tasks, 2))
-            rates["--once (baseline)"].append(once_throughput(root / f"once-{run}", server.url, args.tasks))
-            print("  " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()), flush=True)
+            for n, (name, measure) in enumerate((
+                    ("daemon, 1 worker", lambda h: daemon_throughput(h, server.url, args.tasks, 1)),
+                    ("daemon, 2 workers", lambda h: daemon_throughput(h, server.url, args.tasks, 2)),
+                    ("--once (baseline)", lambda h: once_throughput(h, server.url, args.tasks)))):
+                rate, cpu_ms = measure(root / f"config{n}-run{run}")
+                rates[name].append(rate)
+                cpu[name].append(cpu_ms)
+            print("  " + ", ".join(f"{k} {v[-1]:.1f}/s {cpu[k][-1]:.1f} ms CPU/task" for k, v in rates.items()),
+                  flush=True)
         medians = {k: statistics.median(v) for k, v in rates.items()}
+        cpu_medians = {k: statistics.median(v) for k, v in cpu.items()}
 
         print(f"idle CPU over {args.idle:g} s ...", flush=True)
-        idle_daemon, idle_poller = idle_cpu(root / "d1-0", server.url, args.idle)
+        idle_daemon, idle_poller = idle_cpu(root / "config0-run0", server.url, args.idle)
         print(f"  daemon {idle_daemon:.2f} s, 0.1 s poller {idle_poller:.2f} s", flush=True)
 
-    base = medians["--once (baseline)"]
+    base, cpu_base = medians["--once (baseline)"], cpu_medians["--once (baseline)"]
     rows = "\n".join(f"| {k} | {v:.1f} | {v / base:.2f}× | {', '.join(f'{r:.1f}' for r in rates[k])} |"
-                     for k, v in medians.items())
+                     f" {cpu_medians[k]:.1f} | {cpu_medians[k] / cpu_base:.2f}× |" for k, v in medians.items())
     body = f"""
 Machine: {platform.machine()}, {os.cpu_count()} CPU(s) shared with other work, Linux {platform.release()},
 Python {platform.python_version()}. Date: {date.today().isoformat()}.
@@ -232,10 +256,13 @@ Command: `.venv/bin/python bench/daemon_bench.py --appends {args.appends} --task
 
 Target median ≤ 300 ms: {"met" if lat_med <= 300 else "NOT met"}; the daemon is {once_med / lat_med:.1f}× faster to start on a task than a fresh process.
 
-**Throughput**, {args.tasks} queued pixel tasks, first claim → last finish, median of {args.runs} runs:
+**Throughput**, {args.tasks} pixel tasks handed over at once, first claim → last finish, median of
+{args.runs} runs (configurations interleaved within each run). Wall-clock rates on this shared 2-core
+machine swing with the other work on it; the CPU time per task (the daemon's process, or `--once`
+minus a one-task run's start-up) is the steadier figure of what each costs:
 
-| | tasks/s | vs `--once` | runs |
-|---|---|---|---|
+| | tasks/s | vs `--once` | runs (tasks/s) | CPU ms/task | vs `--once` |
+|---|---|---|---|---|---|
 {rows}
 
 **Idle CPU** over {args.idle:g} s (utime+stime from `/proc/<pid>/stat`, 10 ms ticks), {args.tasks} tasks in the file:

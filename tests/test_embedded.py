@@ -194,7 +194,9 @@ def test_real_parts_assemble_to_the_official_file(tmp_path):
     with path.open("rb") as src:
         while chunk := src.read(1 << 22):
             digest.update(chunk)
-    assert path.stat().st_size == 1_117_320_768
+    size = path.stat().st_size
+    path.unlink()  # pytest keeps recent temp dirs; do not leave a gigabyte in each
+    assert size == 1_117_320_768
     assert digest.hexdigest() == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 
@@ -250,6 +252,26 @@ def test_json_schema_constrains_the_answer(llm):
     assert set(data) == {"name", "sizes"}
     assert isinstance(data["name"], str) and len(data["name"]) <= 20
     assert 1 <= len(data["sizes"]) <= 4 and all(isinstance(n, int) for n in data["sizes"])
+
+
+@pytest.mark.embedded
+@pytest.mark.slow
+def test_a_schema_too_large_for_llama_cpp_answers_unconstrained_instead_of_crashing(llm, caplog):
+    # Each bounded repetition becomes nested grammar rules; llama.cpp refuses this many, and
+    # llama-cpp-python would then crash the process on the first token.
+    schema = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "maxItems": 10000, "items": {"type": "string", "maxLength": 200}}},
+        "required": ["items"],
+    }
+    with caplog.at_level("WARNING", logger="auto_gvpie.llm.embedded"):
+        done = llm.complete(
+            [{"role": "user", "content": 'Reply with exactly {"items": ["a"]} and nothing else.'}],
+            json_schema=schema,
+            max_tokens=100,
+        )
+    assert "refuses the grammar" in caplog.text
+    assert '"items"' in done.text
 
 
 @pytest.mark.embedded

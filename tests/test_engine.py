@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import ROOT, git, run_cli, write_tasks
 from llm_server import LLMServer, Reply, refusing_url

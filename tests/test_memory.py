@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import lancedb
+import numpy as np
 import pytest
 
 from auto_gvpie import memory as memory_module
@@ -41,9 +42,9 @@ def remember_division_fix(mem: Memory) -> None:
     d = DIVISION
     mem.record_attempt(d["task_id"], d["title"], d["kind"], 1, "tests_failed", "python -m pytest -q test_stats.py", 1,
                        2.5, ["E   ZeroDivisionError: division by zero", "FAILED test_stats.py::test_empty_average"],
-                       "answer", "artifacts/fix-average.attempt-1.json", "stats.py\n```python\n...\n```")
+                       "patch", "artifacts/fix-average.attempt-1.json", "stats.py\n```python\n...\n```")
     mem.record_attempt(d["task_id"], d["title"], d["kind"], 2, "passed", "python -m pytest -q test_stats.py", 0, 1.9,
-                       [], "answer", "artifacts/fix-average.attempt-2.json", "stats.py\n```python\n...\n```")
+                       [], "patch", "artifacts/fix-average.attempt-2.json", "stats.py\n```python\n...\n```")
     mem.record_attempt(d["task_id"], d["title"], d["kind"], 2, "patch_saved", None, None, 0.0, [], "patch",
                        "artifacts/fix-average.patch", PATCH)
     mem.record_task(d["task_id"], d["title"], d["kind"], d["description"], "done", 2, None)
@@ -158,6 +159,36 @@ def test_many_small_flushes_are_compacted(tmp_path):
     assert tasks["rows"] == memory_module.OPTIMIZE_SMALL_FRAGMENTS + 4
     assert tasks["fragments"] < memory_module.OPTIMIZE_SMALL_FRAGMENTS  # one per flush without compaction
     assert "FTS" in tasks["indices"]
+
+
+def test_the_vector_index_is_built_when_it_pays_and_kept_whole(tmp_path):
+    mem = Memory(tmp_path)
+    assert mem.available
+    runs = mem._tables["runs"]
+    rng = np.random.default_rng(7)
+
+    def add(n: int, start: int) -> None:
+        vectors = rng.standard_normal((n, memory_module.EMBED_DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        runs.add([{"task_id": f"bulk-{start + i}", "title": "bulk", "kind": "code", "attempt": 1, "outcome": "passed",
+                   "duration_s": 0.0, "error_lines": "", "created_at": memory_module._now(), "text": "bulk row",
+                   "vector": vectors[i]} for i in range(n)])
+
+    add(memory_module.VECTOR_INDEX_MIN_ROWS - 1, 0)
+    memory_module.housekeep("runs", runs)
+    assert "IvfSq" not in mem.stats()["tables"]["runs"]["indices"]  # brute force is fine this small
+    add(1, memory_module.VECTOR_INDEX_MIN_ROWS)
+    memory_module.housekeep("runs", runs)
+    assert "IvfSq" in mem.stats()["tables"]["runs"]["indices"]
+    for round_ in range(memory_module.MAX_VECTOR_INDEX_SEGMENTS + 2):  # each optimize adds an index segment
+        for n in range(memory_module.OPTIMIZE_SMALL_FRAGMENTS):
+            add(1, 10_000 + round_ * 100 + n)
+        memory_module.housekeep("runs", runs)
+        (index,) = [i for i in runs.list_indices() if "vector" in i.columns]
+        assert index.num_segments <= memory_module.MAX_VECTOR_INDEX_SEGMENTS + 1
+        assert runs.stats()["fragment_stats"]["num_fragments"] <= memory_module.MAX_VECTOR_INDEX_SEGMENTS + 2
+    remember_division_fix(mem)
+    assert mem.search("division by zero on an empty list", k=1)[0].task_id == DIVISION["task_id"]
 
 
 WRITER = textwrap.dedent("""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auto_gvpie.workspace import Worktree, WorkspaceError, apply_to_checkout, check_repo, prune_orphans
-from conftest import git, make_repo
+from conftest import git
 
 
 def test_worktree_is_isolated_and_removed(repo, tmp_path):

