@@ -7,6 +7,7 @@ patch in one `git apply` (all or nothing) and only to files without local change
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -32,21 +33,28 @@ def git(repo: Path, *args: str, check: bool = True, input: str | None = None) ->
     return proc
 
 
-def check_repo(repo: Path) -> None:
+def check_repo(repo: Path) -> str:
+    """The commit tasks start from (HEAD); a clear error when there is none."""
     if not repo.is_dir():
         raise WorkspaceError(f"target repository {repo} does not exist (pass --repo DIR)")
+    head = git(repo, "rev-parse", "--verify", "HEAD", check=False)
+    if head.returncode == 0:
+        return head.stdout.strip()
     if git(repo, "rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
         raise WorkspaceError(f"{repo} is not a git repository (pass --repo DIR, or run `git init` there)")
-    if git(repo, "rev-parse", "--verify", "HEAD", check=False).returncode != 0:
-        raise WorkspaceError(f"{repo} has no commits yet; commit once so tasks have a base to start from")
+    raise WorkspaceError(f"{repo} has no commits yet; commit once so tasks have a base to start from")
+
+
+@functools.lru_cache(maxsize=64)
+def _lock_path(repo: Path) -> Path:
+    common = Path(git(repo, "rev-parse", "--git-common-dir").stdout.strip())
+    return (common if common.is_absolute() else repo / common) / "gvpie.lock"
 
 
 @contextmanager
 def repo_lock(repo: Path) -> Iterator[None]:
     """Serialises our git operations on one repository (several workers, or a worker and --once)."""
-    common = Path(git(repo, "rev-parse", "--git-common-dir").stdout.strip())
-    lock_path = (common if common.is_absolute() else repo / common) / "gvpie.lock"
-    with open(lock_path, "a") as handle:
+    with open(_lock_path(repo.resolve()), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -64,12 +72,11 @@ class Worktree:
         self.base: str | None = None
 
     def __enter__(self) -> "Worktree":
-        check_repo(self.repo)
+        self.base = check_repo(self.repo)
         if self.path.exists():
             self.remove()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with repo_lock(self.repo):
-            self.base = git(self.repo, "rev-parse", "HEAD").stdout.strip()
             git(self.repo, "worktree", "add", "--detach", str(self.path), self.base)
         return self
 
@@ -78,10 +85,10 @@ class Worktree:
 
     def remove(self) -> None:
         with repo_lock(self.repo):
-            git(self.repo, "worktree", "remove", "--force", str(self.path), check=False)
-            if self.path.exists():
+            removed = git(self.repo, "worktree", "remove", "--force", str(self.path), check=False).returncode == 0
+            if not removed:  # half-made or already deleted: clean up by hand, then let git forget it
                 shutil.rmtree(self.path, ignore_errors=True)
-            git(self.repo, "worktree", "prune", check=False)
+                git(self.repo, "worktree", "prune", check=False)
 
     def diff(self) -> str:
         """Everything changed since the base, new files included, as one patch."""

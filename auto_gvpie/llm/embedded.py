@@ -11,6 +11,7 @@ import codecs
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,20 @@ def _amx_buffers_off(llama_cpp) -> Iterator[None]:
         yield
     finally:
         bindings.llama_model_default_params = defaults
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration: llama.cpp writes some errors straight to it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def available_threads() -> int:
@@ -309,7 +324,8 @@ class EmbeddedLLM:
             grammar = None
         else:
             rules, root = grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
-            trial = llama_cpp.llama_sampler_init_grammar(loaded.llama._model.vocab, rules, root)
+            with _stderr_silenced():  # a refused grammar is printed whole, which can be hundreds of kilobytes
+                trial = llama_cpp.llama_sampler_init_grammar(loaded.llama._model.vocab, rules, root)
             if trial:
                 llama_cpp.llama_sampler_free(trial)
             else:
