@@ -17,7 +17,7 @@ from auto_gvpie import prompts
 from auto_gvpie.config import Settings
 from auto_gvpie.edits import EditRefused, apply_answer
 from auto_gvpie.llm import LLM, BadAnswer, Completion, LLMUnreachable
-from auto_gvpie.pixels.program import ValidationError, json_schema, parse_program
+from auto_gvpie.pixels.program import ValidationError, parse_program
 from auto_gvpie.pixels.render import render, save_png
 from auto_gvpie.runner import CommandResult, run_command
 from auto_gvpie.tasks import StateStore, Task
@@ -161,7 +161,7 @@ class Engine:
                 self.progress(task.id, number, f"LLM answering ({tokens} tokens)")
 
         self._stage(task, number, f"asking {self.llm.model}")
-        return self.llm.complete(prompt.messages, json_schema=json_schema() if pixel else None,
+        return self.llm.complete(prompt.messages, json_schema=prompts.pixel_schema() if pixel else None,
                                  max_tokens=self.settings.max_answer_tokens, on_token=on_token)
 
     # -- what an attempt produces -------------------------------------------------------------

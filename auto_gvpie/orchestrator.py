@@ -113,6 +113,19 @@ class StatusLine:
             print(text, file=sys.stderr)
         self.last = stage
 
+    def bar(self, phase: str, done: int, total: int) -> None:
+        """A progress bar for long preparation (assembling and verifying the bundled model)."""
+        if not self.enabled or not total:
+            return
+        filled = int(30 * done / total)
+        text = f"{phase}: [{'#' * filled}{'.' * (30 - filled)}] {100 * done // total}%"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text + ("\n" if done >= total else ""))
+            sys.stderr.flush()
+        elif done >= total or phase != self.last:
+            print(text, file=sys.stderr)
+        self.last = phase
+
     def done(self, text: str) -> None:
         if self.enabled:
             sys.stderr.write(("\r\033[K" if self.tty else "") + text + "\n")
@@ -247,9 +260,9 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     live = {i for i, s in store.all().items() if s.status == "in_progress"}
     if (settings.repo / ".git").exists():
         prune_orphans(settings.repo, settings.state_dir, keep=live)
-    llm = open_llm(settings)
-    memory = Memory(settings.home, enabled=settings.memory)
     status_line = StatusLine(enabled=not args.json)
+    llm = open_llm(settings, progress=status_line.bar)
+    memory = Memory(settings.home, enabled=settings.memory)
     engine = Engine(settings, store, llm, memory, owner=f"once-{os.getpid()}-{uuid.uuid4().hex[:6]}",
                     progress=status_line)
     started = time.monotonic()

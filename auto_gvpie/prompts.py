@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from auto_gvpie.edits import edit_format_instructions
+from auto_gvpie.pixels.program import json_schema
 from auto_gvpie.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,21 @@ Ops, painted in order (integer coordinates; anything off-canvas is clipped):
 {"op": "LINE", "x1": X1, "y1": Y1, "x2": X2, "y2": Y2, "color": C}
 {"op": "CIRCLE", "cx": X, "cy": Y, "r": R, "color": C, "fill": true}
 {"op": "WRITE_TEXT", "x": X, "y": Y, "text": "HI", "color": C, "scale": 1}   (8x8 pixels per character at scale 1)
+Start with a FILL of the background colour, then draw on top. Define every palette name you use.
 Answer with the JSON document only."""
+
+# Local servers turn the schema into a grammar; llama.cpp refuses ones with large repeat bounds
+# (seen: 10,000 ops), so generation asks for at most this much. Validation still allows the full limits.
+GENERATION_MAX_OPS = 64
+GENERATION_MAX_TEXT = 32
+
+
+def pixel_schema() -> dict:
+    """The schema sent for structured output. The palette is required so that a grammar, which writes
+    required keys first, defines the colours before the ops that use them."""
+    schema = json_schema(max_ops=GENERATION_MAX_OPS, max_text=GENERATION_MAX_TEXT)
+    schema["required"] = [k for k in schema["properties"] if k in {*schema["required"], "palette"}]
+    return schema
 
 
 def pixel_prompt(task: Task, memory: str, history: list[Attempt]) -> Prompt:

@@ -58,6 +58,8 @@ class LLMServer:
         flavour: str = "lmstudio",
         stream_supported: bool = True,
         reject_response_format: bool = False,
+        accepted_response_formats: tuple[str, ...] = ("json_schema", "json_object"),
+        reject_status: int = 400,
         embedding_model: str | None = None,
         api_key: str | None = None,
     ) -> None:
@@ -67,7 +69,10 @@ class LLMServer:
         self.context_length = context_length
         self.flavour = flavour
         self.stream_supported = stream_supported
-        self.reject_response_format = reject_response_format
+        # reject_response_format refuses the field whatever its type; accepted_response_formats
+        # narrows the types (llama-cpp-python's server takes only json_object, and says so with a 500).
+        self.accepted_response_formats = () if reject_response_format else accepted_response_formats
+        self.reject_status = reject_status
         self.embedding_model = embedding_model  # listed before the chat model, to test model picking
         self.responder = responder
         self.api_key = api_key  # when set, every request needs "Authorization: Bearer <api_key>"
@@ -221,9 +226,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": {"message": "request body is not JSON"}})
             return
         llm.requests.append(body)
-        if llm.reject_response_format and "response_format" in body:
-            message = "'response_format' is not supported by this server"
-            self._send_json(400, {"error": {"message": message, "type": "invalid_request_error"}})
+        kind = (body.get("response_format") or {}).get("type")
+        if "response_format" in body and kind not in llm.accepted_response_formats:
+            message = f"'response_format' of type {kind!r} is not supported by this server"
+            self._send_json(llm.reject_status, {"error": {"message": message, "type": "invalid_request_error"}})
             return
         reply = llm._next_reply(body)
         if reply.delay and llm._closing.wait(reply.delay):

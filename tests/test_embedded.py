@@ -7,6 +7,7 @@ Assembly is exercised on small synthetic part sets (fast, no extra needed); the 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -36,8 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _synthetic(tmp_path: Path, sizes=(5000, 5000, 1234)) -> tuple[ModelSpec, list[PartFile], bytes]:
     """A small model split into parts on disk, with a manifest computed from them."""
-    rng = os.urandom
-    pieces = [rng(n) for n in sizes]
+    pieces = [os.urandom(n) for n in sizes]
     specs, files = [], []
     for number, piece in enumerate(pieces, 1):
         path = tmp_path / "parts" / f"part{number:02d}.bin"
@@ -168,11 +168,7 @@ def _have_real_parts() -> bool:
 
 
 def _have_llama_cpp() -> bool:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def test_installed_parts_match_the_manifest_sizes():

@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    pytest.importorskip("llama_cpp.server.app", reason=f"llama-cpp-python's server extra is not installed: pip install -e '.[server]'")
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python's server extra is not installed: pip install -e '.[server]'")
     settings = load_settings({"home": str(tmp_path_factory.mktemp("home"))})
     try:
         model = ensure_model(settings.model_cache)

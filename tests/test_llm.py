@@ -300,17 +300,27 @@ def test_rejected_response_format_falls_back_and_is_remembered():
     with LLMServer(['{"name": "a"}', '{"name": "b"}'], reject_response_format=True) as server:
         llm = quick(server.url)
         assert [llm.complete(USER, json_schema=SCHEMA).text for _ in range(2)] == ['{"name": "a"}', '{"name": "b"}']
-    assert ["response_format" in body for body in server.requests] == [True, False, False]
+    kinds = [body.get("response_format", {}).get("type") for body in server.requests]
+    assert kinds == ["json_schema", "json_object", None, None]  # both spellings refused once, then remembered
     assert all("json_schema" not in body for body in server.requests)
-    assert server.requests[0]["messages"] == server.requests[1]["messages"] == USER
+    assert all(body["messages"] == USER for body in server.requests)
 
 
 def test_llamacpp_falls_back_to_its_own_json_schema_field():
     with LLMServer(['{"name": "a"}'], flavour="llamacpp", reject_response_format=True) as server:
         quick(server.url).complete(USER, json_schema=SCHEMA)
-    first, second = server.requests
-    assert "response_format" in first and "json_schema" not in first
-    assert second["json_schema"] == SCHEMA and "response_format" not in second
+    first, second, third = server.requests
+    assert first["response_format"]["type"] == "json_schema" and second["response_format"]["type"] == "json_object"
+    assert third["json_schema"] == SCHEMA and "response_format" not in third
+
+
+def test_llama_cpp_python_server_gets_json_object_with_the_schema():
+    # Its server refuses the json_schema type with a 500 but enforces {"type": "json_object", "schema": ...}.
+    with LLMServer(['{"name": "a"}', '{"name": "b"}'], accepted_response_formats=("json_object",),
+                   reject_status=500) as server:
+        llm = quick(server.url)
+        assert [llm.complete(USER, json_schema=SCHEMA).text for _ in range(2)] == ['{"name": "a"}', '{"name": "b"}']
+    assert [body["response_format"] for body in server.requests[1:]] == [{"type": "json_object", "schema": SCHEMA}] * 2
 
 
 def test_rejection_without_a_schema_is_not_mistaken_for_one():

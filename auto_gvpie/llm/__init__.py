@@ -8,14 +8,14 @@ from .http import HttpLLM
 __all__ = ["LLM", "BadAnswer", "Completion", "HttpLLM", "LLMError", "LLMUnreachable", "open_llm"]
 
 
-def open_llm(settings) -> LLM:
+def open_llm(settings, progress=None) -> LLM:
     """The client `settings.llm` names. Touches no server: the first use of the client does."""
     if settings.llm == "embedded":
         # llama-cpp-python is an optional extra; importing it only when asked keeps the
         # HTTP path free of it.
         from .embedded import EmbeddedLLM
 
-        return EmbeddedLLM.from_settings(settings)
+        return EmbeddedLLM.from_settings(settings, progress=progress)
     if settings.llm == "http":
         return HttpLLM.from_settings(settings)
     raise ValueError(f"llm: unknown backend {settings.llm!r} (expected http or embedded)")

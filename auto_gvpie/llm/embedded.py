@@ -147,6 +147,7 @@ class EmbeddedLLM:
         self.seed = seed
         self._progress = progress
         self._grammars: dict[str, Any] = {}
+        self._ready: _Loaded | None = None
 
     @classmethod
     def from_settings(cls, settings, *, progress: Progress | None = None) -> EmbeddedLLM:
@@ -164,12 +165,14 @@ class EmbeddedLLM:
 
     def load(self) -> _Loaded:
         """Assemble the model file if needed and load it; later calls, from any instance, reuse it."""
-        path = ensure_model(self.model_cache, progress=self._progress)
-        key = (path, self.context_window, self.n_threads)
-        with _loading:
-            if key not in _loaded:
-                _loaded[key] = self._load(path)
-            return _loaded[key]
+        if self._ready is None:
+            path = ensure_model(self.model_cache, progress=self._progress)
+            key = (path, self.context_window, self.n_threads)
+            with _loading:
+                if key not in _loaded:
+                    _loaded[key] = self._load(path)
+                self._ready = _loaded[key]
+        return self._ready
 
     def _load(self, path: Path) -> _Loaded:
         llama_cpp = self._llama_cpp

@@ -26,6 +26,15 @@ CHARS_PER_TOKEN = 3.5  # below the ~4 of English prose, so estimates err on the 
 # Ollama runs models with a small context unless num_ctx is set, whatever the model could take.
 OLLAMA_DEFAULT_CONTEXT = 2048
 _STRUCTURED_WORDS = ("response_format", "schema", "grammar")
+
+
+def _next_spelling(refused: str, flavour: str) -> str | None:
+    """The structured-output spelling to try after `refused`: OpenAI's json_schema, then
+    llama-cpp-python's json_object with a schema, then llama.cpp's top-level json_schema, then none."""
+    order = ["response_format", "json_object", "json_schema"] if flavour == "llamacpp" else \
+        ["response_format", "json_object"]
+    index = order.index(refused) + 1 if refused in order else len(order)
+    return order[index] if index < len(order) else None
 _OVERFLOW_WORDS = ("context length", "context window", "context size", "n_ctx", "too many tokens", "maximum context")
 # Reasoning models served without a reasoning parser put their thinking in the content.
 _THINKING = re.compile(r"\A\s*<think>.*?</think>\s*", re.S)
@@ -290,7 +299,10 @@ class HttpLLM:
             else:
                 if resp.status_code != 429 and resp.status_code < 500:
                     return resp
-                failure, failed_status = f"{resp.status_code} {_error_text(resp)}", resp.status_code
+                text = _error_text(resp)
+                if body and "response_format" in body and any(w in text.lower() for w in _STRUCTURED_WORDS):
+                    return resp  # a refused spelling, not a server fault: the caller falls back
+                failure, failed_status = f"{resp.status_code} {text}", resp.status_code
                 retry_after = self._retry_after(resp)
                 resp.close()
                 if retry_after is not None:
@@ -331,20 +343,20 @@ class HttpLLM:
             message = _error_text(resp)
             resp.close()
             lowered = message.lower()
+            # llama-cpp-python's server answers a spelling it does not know with a 500, not a 400.
             if (
-                resp.status_code == 400
+                resp.status_code in (400, 422, 500)
                 and json_schema is not None
                 and self._structured is not None
                 and any(word in lowered for word in _STRUCTURED_WORDS)
             ):
                 refused = self._structured
-                llamacpp = refused == "response_format" and self.flavour == "llamacpp"
-                self._structured = "json_schema" if llamacpp else None
+                self._structured = _next_spelling(refused, self.flavour)
                 log.warning(
                     "%s refused %s (%s); asking %s from now on",
                     self.url,
                     refused,
-                    message,
+                    message[:200],
                     f"with {self._structured}" if self._structured else "without a schema",
                 )
                 continue
@@ -358,6 +370,8 @@ class HttpLLM:
             return {}
         if self._structured == "json_schema":  # llama.cpp's own spelling
             return {"json_schema": json_schema}
+        if self._structured == "json_object":  # llama-cpp-python's server
+            return {"response_format": {"type": "json_object", "schema": json_schema}}
         name = re.sub(r"[^A-Za-z0-9_-]", "_", str(json_schema.get("title") or "answer"))[:64]
         spec = {"name": name, "strict": True, "schema": json_schema}
         return {"response_format": {"type": "json_schema", "json_schema": spec}}
