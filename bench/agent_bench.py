@@ -93,7 +93,7 @@ def model_numbers(llm) -> tuple[float, float]:
     llm.count_tokens("warm up")  # loads the model
     load = time.monotonic() - started
     completion = llm.complete([{"role": "user", "content": "Write a Python function that returns the n-th "
-                                "Fibonacci number, with a docstring."}], max_tokens=200)
+                                "Fibonacci number, with a docstring."}], max_tokens=1024)
     return load, (completion.completion_tokens or 0) / completion.seconds
 
 
