@@ -1031,13 +1031,13 @@ def edit_format_instructions(fmt: str, example_path: str, example_text: str) -> 
         indent += "    "
     added = f"{indent}{_comment_prefix(example_path)} your new line"
     if fmt == "whole":
-        lines = [_bare(line) for line in _split_keep(example_text)]
-        body = "\n".join(lines) if len(lines) <= 30 else f"<every line of the new {example_path}>"
+        # A placeholder, not the current file: small models shown the file as the example send it back unchanged.
         lang = _language(example_path)
         return (f"Reply with the complete new content of each file you change: the file's path alone on one "
                 f"line, then the whole file in a fenced code block. Write every line, even unchanged ones; "
-                f"never shorten with '...'. Use the exact path ({example_path}), not an invented one.\n"
-                f"For example:\n\n{example_path}\n```{lang}\n{body}\n```")
+                f"never shorten with '...'. Use the exact path ({example_path}), not an invented one. Sending a "
+                f"file back unchanged does nothing: make the change the task needs.\n"
+                f"Like this:\n\n{example_path}\n```{lang}\n<all of {example_path}, with your change made>\n```")
     if fmt == "udiff":
         context = "\n".join(f" {line}" for line in excerpt)
         return (f"Reply with a unified diff. For each file: a '--- {example_path}' line, a '+++ {example_path}' "

@@ -130,9 +130,11 @@ class Engine:
         if worktree is None:
             prompt = prompts.pixel_prompt(task, recall, history)
         else:
+            failing = "\n".join(f"$ {t.command}   (exit code {t.exit_code})\n{t.output.strip()}"
+                                for t in baseline if not t.passed)
             prompt = prompts.code_prompt(task, worktree.path, recall, history, self.settings.edit_format,
                                          self.llm.context_window, self.settings.max_answer_tokens,
-                                         self.llm.count_tokens)
+                                         self.llm.count_tokens, failing)
             if prompt.left_out:
                 log.info("prompt for %s shortened: %s", task.id, "; ".join(prompt.left_out))
         started = time.monotonic()
@@ -162,7 +164,7 @@ class Engine:
 
         self._stage(task, number, f"asking {self.llm.model}")
         return self.llm.complete(prompt.messages, json_schema=prompts.pixel_schema() if pixel else None,
-                                 max_tokens=self.settings.max_answer_tokens, on_token=on_token)
+                                 max_tokens=prompt.max_tokens or self.settings.max_answer_tokens, on_token=on_token)
 
     # -- what an attempt produces -------------------------------------------------------------
 

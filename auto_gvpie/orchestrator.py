@@ -11,6 +11,7 @@ import json
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 import time
 import uuid
@@ -244,6 +245,10 @@ def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     from auto_gvpie.engine import Engine, run_pending
     from auto_gvpie.llm import open_llm
@@ -265,6 +270,10 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     memory = Memory(settings.home, enabled=settings.memory)
     engine = Engine(settings, store, llm, memory, owner=f"once-{os.getpid()}-{uuid.uuid4().hex[:6]}",
                     progress=status_line)
+    # Ctrl-C and `kill` both stop cleanly: the running task goes back to pending and its worktree
+    # is removed. Set explicitly, since a shell starts background jobs with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     try:
         outcomes = run_pending(engine, settings.tasks_file, args.max_tasks)

@@ -39,6 +39,7 @@ class Prompt:
     edit_format: str | None
     left_out: list[str] = field(default_factory=list)
     tokens: int = 0
+    max_tokens: int | None = None  # answer budget; None: the configured maximum
 
 
 def choose_edit_format(setting: str, files: dict[str, str]) -> str:
@@ -84,7 +85,8 @@ def test_files(worktree: Path, commands: tuple[str, ...], inputs: tuple[str, ...
 
 
 def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt], setting_format: str,
-                context_window: int, answer_tokens: int, count: Callable[[str], int]) -> Prompt:
+                context_window: int, answer_tokens: int, count: Callable[[str], int], failing: str = "") -> Prompt:
+    """`failing`: what the tests print now (on the first attempt, the untouched tree's failures)."""
     files = {}
     for rel in task.inputs:
         path = worktree / rel
@@ -104,7 +106,7 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
     shares = {"memory": 1.0, "previous": 1.0, "tests": 1.0, "files": 1.0}
     for _ in range(20):
         left_out: list[str] = []
-        user = _code_user(task, files, tests, memory, history, shares, left_out)
+        user = _code_user(task, files, tests, memory, history, failing, shares, left_out)
         tokens = count(system) + count(user)
         if tokens <= budget:
             break
@@ -112,11 +114,15 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
             if shares[part] > 0.1:
                 shares[part] /= 2
                 break
-    return Prompt([{"role": "system", "content": system}, {"role": "user", "content": user}], fmt, left_out, tokens)
+    # An answer needs about as many tokens as the files it rewrites; a tighter budget stops a small
+    # model that rambles (seen: 2,000 tokens of repetition) minutes earlier.
+    needed = 2 * sum(count(t) for t in files.values()) + 512
+    return Prompt([{"role": "system", "content": system}, {"role": "user", "content": user}], fmt, left_out, tokens,
+                  min(answer_tokens, needed))
 
 
 def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory: str, history: list[Attempt],
-               shares: dict[str, float], left_out: list[str]) -> str:
+               failing: str, shares: dict[str, float], left_out: list[str]) -> str:
     parts = [f"# Task: {task.title}\n"]
     if task.description:
         parts.append(task.description.strip() + "\n")
@@ -129,6 +135,9 @@ def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory:
         parts.append("## Tests that must pass\n" + "\n".join(f"- `{c}`" for c in task.tests) + "\n")
         for rel, text in tests.items():
             parts.append(f"Test file (read-only, do not edit) {_fence(rel, _shorten(text, int(8_000 * shares['tests']), rel, left_out))}")
+    if failing and not history:
+        parts.append("## The tests fail now like this\n" +
+                     _shorten(failing, int(4_000 * shares["previous"]), "the test output", left_out) + "\n")
     if memory:
         parts.append(_shorten(memory, int(3_000 * shares["memory"]), "the relevant memory", left_out) + "\n")
     if history:

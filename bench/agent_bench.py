@@ -101,10 +101,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="task names to run (default: the whole suite)")
     parser.add_argument("--configs", default="off3,on3,off1")
+    parser.add_argument("--keep", metavar="DIR", help="keep homes and repositories (attempt records) in DIR")
     args = parser.parse_args()
     tasks = [t for t in SUITE if not args.only or t.name in args.only]
     configs = args.configs.split(",")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         settings = load_settings({"home": tmp, "llm": "embedded"})
         llm = open_llm(settings)
         load_s, tokens_s = model_numbers(llm)

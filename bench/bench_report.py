@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -20,16 +22,20 @@ def write_section(key: str, title: str, body: str, path: Path = BENCHMARKS) -> N
     path.write_text(text, encoding="utf-8")
 
 
-def machine() -> str:
-    """CPU model, cores, memory and Python, for the 'Machine:' line of a section."""
-    import os
-    import platform
-    model = "unknown CPU"
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    """CPU model, cores, memory and Python, for the 'Machine:' line of a section."""
+    model = cpu_model()
+    try:
         mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
         memory = f"{mem_kb / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration, ValueError):

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from auto_gvpie.pixels import gpu  # noqa: E402
 from auto_gvpie.pixels.program import parse_program  # noqa: E402
 from auto_gvpie.pixels.render import render, save_png  # noqa: E402
-from bench_report import write_section  # noqa: E402
+from bench_report import cpu_model, write_section  # noqa: E402
 from programs import mixed_program  # noqa: E402
 
 CASES = {"large": (4096, 4096, 10000, 2), "mid": (1024, 1024, 1000, 3)}
@@ -44,16 +44,6 @@ STAGES = ("parse", "setup", "binning", "upload", "compute", "readback", "png_enc
 
 def status(text: str) -> None:
     print(f"\r{text:<78}", end="", file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def ms(seconds: float) -> float:

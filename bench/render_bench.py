@@ -28,10 +28,9 @@ import numpy as np  # noqa: E402
 
 from auto_gvpie.pixels.program import PixelProgram, parse_program  # noqa: E402
 from auto_gvpie.pixels.render import render, render_reference  # noqa: E402
+from bench_report import BENCHMARKS, cpu_model, write_section  # noqa: E402
 from programs import mixed_program  # noqa: E402
 
-BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
-START, END = "<!-- render_bench:start -->", "<!-- render_bench:end -->"
 SMALL = (512, 512, 2000, 1)
 LARGE = (4096, 4096, 10000, 2)
 TARGET_MS = 100.0
@@ -50,34 +49,12 @@ def timed_runs(label: str, fn: Callable[[], object], runs: int) -> list[float]:
     return times
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def fmt(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def case_program(case: tuple[int, int, int, int]) -> PixelProgram:
     return parse_program(mixed_program(*case))
-
-
-def write_section(text: str) -> None:
-    section = f"{START}\n{text.rstrip()}\n{END}"
-    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        updated = head + section + rest.split(END, 1)[1]
-    else:
-        updated = current.rstrip() + "\n\n" + section + "\n"
-    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
-    BENCHMARKS.write_text(updated)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python", "bench/render_bench.py", *(argv if argv is not None else sys.argv[1:])])
     verdict = "met" if fast_med * 1000 <= TARGET_MS else "NOT met"
     text = "\n".join([
-        "## CPU renderer (`bench/render_bench.py`)",
-        "",
         f"- Date: {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}, NumPy {np.__version__}; "
@@ -138,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print(text)
     else:
-        write_section(text)
+        write_section("render_bench", "CPU renderer (`bench/render_bench.py`)", text)
         print(text)
         print(f"\nupdated {BENCHMARKS}", file=sys.stderr)
     return 0 if identical else 1

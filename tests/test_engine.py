@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 
 from conftest import ROOT, git, run_cli, write_tasks
 from llm_server import LLMServer, Reply, refusing_url
@@ -172,7 +174,8 @@ def test_add_appends_and_the_task_runs(home, repo):
     assert status(home)[added["id"]]["status"] == "done"
 
 
-def test_interrupted_run_releases_the_task_and_removes_the_worktree(home, repo):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_releases_the_task_and_removes_the_worktree(home, repo, signum):
     write_tasks(home, [FIX_TASK])
     with LLMServer([Reply(content=FIX, delay=30)]) as server:
         proc = subprocess.Popen(
@@ -184,7 +187,7 @@ def test_interrupted_run_releases_the_task_and_removes_the_worktree(home, repo):
             time.sleep(0.05)
         assert server.requests, "the worker never asked the LLM"
         assert worktrees_left(home, repo)  # the attempt really is under way in a worktree
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert status(home)["fix-add"]["status"] == "pending"

@@ -7,6 +7,7 @@ process; nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import array
 import codecs
 import json
 import logging
@@ -14,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -278,7 +280,9 @@ class EmbeddedLLM:
     ) -> tuple[str, str, int, float | None]:
         """Sample up to `limit` tokens; return (text, finish_reason, tokens generated, seconds to first token)."""
         llama = loaded.llama
-        llama.set_seed(self.seed)
+        # Seeded by the prompt: the same question gets the same answer (reproducible benchmarks), while a
+        # retry, whose prompt carries the feedback, samples afresh instead of repeating its last answer.
+        llama.set_seed((self.seed + zlib.crc32(array.array("i", prompt).tobytes())) % 2**31)
         # A token can end inside a multi-byte character; decode incrementally so on_token gets whole characters.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
