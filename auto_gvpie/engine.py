@@ -109,13 +109,15 @@ class Engine:
     def _attempts(self, task: Task, first: int, worktree: Worktree | None) -> Outcome:
         baseline = self._run_tests(task, worktree, first, "baseline tests") if worktree else []
         history: list[prompts.Attempt] = []
+        latest_tests = baseline  # the tree's newest test results; what the prompt shows as "failing now"
         last_error = "no attempts left" if first > task.max_attempts else None
         for number in range(first, task.max_attempts + 1):
             if self.should_stop():
                 raise Stopped()
             started = time.monotonic()
             recall = self.memory.recall(task.id, task.title, task.description, task.kind)
-            result, llm_seconds = self._attempt(task, number, worktree, recall, history, baseline)
+            result, llm_seconds = self._attempt(task, number, worktree, recall, history, baseline, latest_tests)
+            latest_tests = result.tests or latest_tests
             total = time.monotonic() - started
             test_seconds = sum(t.duration_s for t in result.tests)
             self._record(task, number, result, llm_seconds, test_seconds, total)
@@ -126,12 +128,13 @@ class Engine:
         return Outcome(task.id, "failed", max(task.max_attempts, first - 1), self._artifacts(task), last_error)
 
     def _attempt(self, task: Task, number: int, worktree: Worktree | None, recall: str,
-                 history: list[prompts.Attempt], baseline: list[CommandResult]) -> tuple[AttemptResult, float]:
+                 history: list[prompts.Attempt], baseline: list[CommandResult],
+                 latest_tests: list[CommandResult]) -> tuple[AttemptResult, float]:
         if worktree is None:
             prompt = prompts.pixel_prompt(task, recall, history)
         else:
             failing = "\n".join(f"$ {t.command}   (exit code {t.exit_code})\n{t.output.strip()}"
-                                for t in baseline if not t.passed)
+                                for t in latest_tests if not t.passed)
             prompt = prompts.code_prompt(task, worktree.path, recall, history, self.settings.edit_format,
                                          self.llm.context_window, self.settings.max_answer_tokens,
                                          self.llm.count_tokens, failing)

@@ -86,7 +86,7 @@ def test_files(worktree: Path, commands: tuple[str, ...], inputs: tuple[str, ...
 
 def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt], setting_format: str,
                 context_window: int, answer_tokens: int, count: Callable[[str], int], failing: str = "") -> Prompt:
-    """`failing`: what the tests print now (on the first attempt, the untouched tree's failures)."""
+    """`failing`: what the failing tests print on the tree as it is now (first: the untouched tree)."""
     files = {}
     for rel in task.inputs:
         path = worktree / rel
@@ -135,7 +135,7 @@ def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory:
         parts.append("## Tests that must pass\n" + "\n".join(f"- `{c}`" for c in task.tests) + "\n")
         for rel, text in tests.items():
             parts.append(f"Test file (read-only, do not edit) {_fence(rel, _shorten(text, int(8_000 * shares['tests']), rel, left_out))}")
-    if failing and not history:
+    if failing and not (history and history[-1].outcome == "tests_failed"):  # else the feedback has it
         parts.append("## The tests fail now like this\n" +
                      _shorten(failing, int(4_000 * shares["previous"]), "the test output", left_out) + "\n")
     if memory:
