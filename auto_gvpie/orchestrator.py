@@ -251,7 +251,7 @@ def _interrupt(signum: int, frame) -> None:
 
 def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     from auto_gvpie.engine import Engine, run_pending
-    from auto_gvpie.llm import open_llm
+    from auto_gvpie.llm import LLMUnreachable, open_llm
     from auto_gvpie.memory import Memory
     from auto_gvpie.workspace import prune_orphans
 
@@ -268,8 +268,15 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     status_line = StatusLine(enabled=not args.json)
     llm = open_llm(settings, progress=status_line.bar)
     memory = Memory(settings.home, enabled=settings.memory)
+    finished: list = []
+
+    def on_outcome(outcome) -> None:
+        finished.append(outcome)
+        status_line.done(f"{outcome.task_id}: {outcome.status} after {outcome.attempts} attempt(s)"
+                         + (f" — {outcome.error}" if outcome.error else "") + (f" — {outcome.note}" if outcome.note else ""))
+
     engine = Engine(settings, store, llm, memory, owner=f"once-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-                    progress=status_line)
+                    progress=status_line, on_outcome=on_outcome)
     # Ctrl-C and `kill` both stop cleanly: the running task goes back to pending and its worktree
     # is removed. Set explicitly, since a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
@@ -277,11 +284,12 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     try:
         outcomes = run_pending(engine, settings.tasks_file, args.max_tasks)
+    except LLMUnreachable as exc:
+        print(f"auto-gvpie: {exc}\nThe remaining tasks were left pending.", file=sys.stderr)
+        _report(args, finished, f"stopped after {len(finished)} task(s)")
+        return EXIT_UNREACHABLE
     finally:
         memory.close()
-    for outcome in outcomes:
-        status_line.done(f"{outcome.task_id}: {outcome.status} after {outcome.attempts} attempt(s)"
-                         + (f" — {outcome.error}" if outcome.error else "") + (f" — {outcome.note}" if outcome.note else ""))
     return _report(args, outcomes, f"processed {len(outcomes)} task(s) in {time.monotonic() - started:.1f} s")
 
 
@@ -320,10 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InboxError, WorkspaceError) as exc:
         print(f"auto-gvpie: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except LLMUnreachable as exc:
+    except LLMUnreachable as exc:  # the daemon, or a model that cannot even be opened
         print(f"auto-gvpie: {exc}\nTasks were left pending.", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"processed": 0, "done": 0, "failed": 0, "tasks": [], "error": str(exc)}))
         return EXIT_UNREACHABLE
     except LLMError as exc:
         print(f"auto-gvpie: {exc}", file=sys.stderr)

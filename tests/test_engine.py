@@ -108,9 +108,10 @@ def test_bad_answers_are_failed_attempts_not_crashes(home, repo):
 def test_unreachable_llm_exits_3_and_leaves_tasks_pending(home, repo):
     write_tasks(home, [FIX_TASK, {"title": "draw an icon", "kind": "pixel"}])
     with refusing_url() as url:
-        out = cli(home, repo, url, "--once")
+        out = cli(home, repo, url, "--once", "--json")
     assert out.returncode == 3
     assert "no LLM server at" in out.stderr and "--llm-url" in out.stderr
+    assert json.loads(out.stdout) == {"processed": 0, "done": 0, "failed": 0, "tasks": []}
     assert {t["status"] for t in status(home).values()} == {"pending"}
     assert all(t["attempts"] == 0 for t in status(home).values())
     assert not worktrees_left(home, repo)

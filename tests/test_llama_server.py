@@ -105,3 +105,22 @@ def test_http_client_gets_schema_constrained_json(server_url):
     )
     data = json.loads(done.text)
     assert set(data) == {"name", "count"} and isinstance(data["count"], int)
+
+
+def test_the_worker_fixes_a_task_through_the_server_end_to_end(server_url, tmp_path):
+    from conftest import make_repo, run_cli, write_tasks
+    from test_engine import FIX_TASK
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": "def add(a, b):\n    return a - b\n",
+                                         "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"})
+    home = tmp_path / "home"
+    home.mkdir()
+    write_tasks(home, [{**FIX_TASK, "description": "add(a, b) must return the sum a + b."},
+                       {"id": "box", "title": "Draw a green square on black", "kind": "pixel",
+                        "description": "A 16x16 canvas, black background, a green filled square from (4,4) to (11,11)."}])
+    out = run_cli("--home", str(home), "--repo", str(repo), "--llm-url", server_url, "--no-memory", "--once", "--json",
+                  timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {t["id"]: t["status"] for t in json.loads(out.stdout)["tasks"]} == {"fix-add": "done", "box": "done"}
+    assert "a + b" in (repo / "calc.py").read_text()
+    assert (home / "artifacts" / "box.png").exists()
