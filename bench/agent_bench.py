@@ -128,7 +128,7 @@ def main() -> None:
         f"Machine: {machine()}; {date.today().isoformat()}. Command: `.venv/bin/python bench/agent_bench.py"
         f"{' --configs ' + args.configs if args.configs != 'off3,on3,off1' else ''}`.",
         "",
-        f"Model: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, in-process (llama-cpp-python, temperature 0.2, fixed seed): "
+        f"Model: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, in-process (llama-cpp-python, temperature 0.2, seed derived from the prompt): "
         f"load {load_s:.1f} s, {tokens_s:.1f} tokens/s generating.",
         f"Suite: {len(tasks)} tasks from `bench/agent_tasks.py` ({sum(t.language == 'python' for t in tasks)} Python, "
         f"{sum(t.language == 'rust' for t in tasks)} Rust); each test fails before and passes on the reference "
@@ -139,6 +139,14 @@ def main() -> None:
         *rows,
         "",
         *ratios,
+        "",
+        "Prompt changes judged by this benchmark (2026-11-27, same machine): with the whole-file format shown on the "
+        "real file as its example and no test output before the first attempt, the first configuration failed "
+        "fizzbuzz and roman three times each by sending the file back unchanged (refused as no-ops); showing a "
+        "placeholder instead of the file and the failing test output from the first attempt on solved both on the "
+        "first attempt. The remaining failure (slugify) is a wrong regex, then the same file resent. The same "
+        "prompt does not always give the same first answer across runs (fizzbuzz passed on attempt 1 in one "
+        "configuration and was refused in another), so single-task differences of one are noise.",
     ])
     write_section("agent_bench", "Agent benchmark with the bundled model (issue 7)", body)
     print(body)
