@@ -178,10 +178,10 @@ GENERATION_MAX_TEXT = 32
 
 
 def pixel_schema() -> dict:
-    """The schema sent for structured output. The palette is required so that a grammar, which writes
-    required keys first, defines the colours before the ops that use them."""
+    """The schema sent for structured output. Name and palette are required: a grammar writes required
+    keys first, so the colours are defined before the ops that use them, and pictures get a name."""
     schema = json_schema(max_ops=GENERATION_MAX_OPS, max_text=GENERATION_MAX_TEXT)
-    schema["required"] = [k for k in schema["properties"] if k in {*schema["required"], "palette"}]
+    schema["required"] = [k for k in schema["properties"] if k in {*schema["required"], "name", "palette"}]
     return schema
 
 
