@@ -281,14 +281,14 @@ def test_the_instructions_example_applies_to_the_real_file(repo, fmt):
     assert "# your new line" in (repo / "calc.py").read_text()
 
 
-def test_whole_instructions_show_the_whole_small_file(repo):
+def test_whole_instructions_name_the_real_file_but_never_copy_it(repo):
+    # Shown the current file as the example, the bundled model sent it back unchanged (bench/agent_bench.py).
     text = edit_format_instructions("whole", "calc.py", CALC)
-    assert CALC.rstrip("\n") in text
-    # Sending the example back unchanged is the no-op slip, refused as such.
+    assert "calc.py\n```python\n<all of calc.py, with your change made>\n```" in text
+    assert "return a - b" not in text
+    # Sending the current file back unchanged is the no-op slip, refused as such.
     with pytest.raises(EditRefused, match="identical to the current file"):
-        apply_answer(repo, text, "whole")
-    long_text = "".join(f"x{i} = {i}\n" for i in range(100))
-    assert "x99 = 99" not in edit_format_instructions("whole", "big.py", long_text)
+        apply_answer(repo, f"calc.py\n```python\n{CALC}```\n", "whole")
 
 
 def test_instructions_use_the_language_comment():
