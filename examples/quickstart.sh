@@ -12,7 +12,7 @@ if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
   # llama.cpp's AMX kernels crash with this model on CPUs that have AMX (docs/local_model.md).
   export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 fi
-echo "installing (the first time compiles llama-cpp-python: about five minutes)"
+echo "installing (the first time compiles llama-cpp-python: 5-15 minutes)"
 .venv/bin/pip install -q --disable-pip-version-check -e '.[embedded]'
 
 if [ ! -d demo/.git ]; then
