@@ -21,7 +21,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -525,44 +524,3 @@ def _duration(seconds: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
-
-
-# -- the command ------------------------------------------------------------------------------
-
-
-def run_daemon(settings: Settings, json_output: bool = False, verbose: bool = False) -> int:
-    """`--daemon`: serve until stopped. Exit 0 after a clean stop, 2 when another daemon has this
-    home, 130 when a second signal cut the stop short (the running task was still released)."""
-
-    def started(record: DaemonRecord) -> None:
-        if not json_output:
-            print(f"auto-gvpie daemon: pid {record.pid}, watching {settings.tasks_file}"
-                  f" ({settings.workers} worker(s)); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
-
-    def finished(outcome: Outcome) -> None:
-        if not json_output:
-            print(f"{outcome.task_id}: {outcome.status} after {outcome.attempts} attempt(s)"
-                  + (f" — {outcome.error}" if outcome.error else "") + (f" — {outcome.note}" if outcome.note else ""),
-                  file=sys.stderr, flush=True)
-
-    def stage(task_id: str, attempt: int, text: str) -> None:
-        print(f"[{task_id}] attempt {attempt}: {text}", file=sys.stderr, flush=True)
-
-    daemon = Daemon(settings, on_outcome=finished, progress=stage if verbose and not json_output else None)
-    try:
-        report = daemon.run(on_started=started)
-    except DaemonRunning as exc:
-        print(f"auto-gvpie: {exc}", file=sys.stderr)
-        if json_output:
-            print(json.dumps({"error": str(exc), "pid": exc.record.pid if exc.record else None}))
-        return 2
-    done = sum(o.status == "done" for o in report.outcomes)
-    failed = sum(o.status == "failed" for o in report.outcomes)
-    if json_output:
-        print(json.dumps({"processed": len(report.outcomes), "done": done, "failed": failed,
-                          "tasks": [o.as_json() for o in report.outcomes], "interrupted": report.interrupted}))
-    else:
-        print(f"daemon stopped: processed {len(report.outcomes)} task(s): {done} done, {failed} failed"
-              + ("; interrupted, the running task went back to pending" if report.interrupted else ""),
-              file=sys.stderr)
-    return 130 if report.interrupted else 0

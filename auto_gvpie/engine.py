@@ -20,7 +20,7 @@ from auto_gvpie.llm import LLM, BadAnswer, Completion, LLMUnreachable
 from auto_gvpie.pixels.program import ValidationError, parse_program
 from auto_gvpie.pixels.render import render, save_png
 from auto_gvpie.runner import CommandResult, run_command
-from auto_gvpie.tasks import StateStore, Task
+from auto_gvpie.tasks import StateStore, Task, read_inbox, runnable
 from auto_gvpie.workspace import Worktree, apply_to_checkout
 
 if TYPE_CHECKING:  # the engine is handed a Memory; importing LanceDB is the caller's choice
@@ -287,7 +287,6 @@ def _key_lines(feedback: str, limit: int = 8) -> list[str]:
 
 def run_pending(engine: Engine, tasks_file: Path, max_tasks: int | None = None) -> list[Outcome]:
     """Drain the inbox once: re-read it before each pick, so tasks appended meanwhile are seen."""
-    from auto_gvpie.tasks import read_inbox, runnable
     outcomes: list[Outcome] = []
     tried: set[str] = set()
     while max_tasks is None or len(outcomes) < max_tasks:
@@ -299,8 +298,9 @@ def run_pending(engine: Engine, tasks_file: Path, max_tasks: int | None = None) 
         for task in tasks:
             state = states.get(task.id)
             if state and state.status == "pending" and task.status in ("cancelled", "done"):
+                # runnable() already honours the file's word; this records it in the store for --status.
                 engine.store.mark(task.id, task.status, "set in the task file")
-        ready, why = runnable(tasks, engine.store.all())
+        ready, why = runnable(tasks, states)
         for task_id, reason in why.items():
             if reason.startswith("dependency "):
                 engine.store.mark(task_id, "failed", f"not run: {reason}")

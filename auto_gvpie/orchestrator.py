@@ -150,13 +150,9 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _store(settings: Settings, readonly: bool) -> StateStore:
-    return StateStore(settings.state_dir, readonly=readonly)
-
-
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     tasks = read_inbox(settings.tasks_file)
-    store = _store(settings, readonly=True)
+    store = StateStore(settings.state_dir, readonly=True)
     states = store.all()
     _, why = runnable(tasks, states)
     rows = []
@@ -173,7 +169,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             {"id": t.id, "title": t.title, "status": s, "attempts": a, "error": e} for t, s, a, e, _ in rows]}))
         return EXIT_OK
     print(f"tasks: {settings.tasks_file}   " + "  ".join(f"{k} {v}" for k, v in counts.items()))
-    for line in _daemon_lines(settings, store):
+    from auto_gvpie.daemon import describe
+    for line in describe(settings, store):
         print(line)
     print(_memory_line(settings))
     if not rows:
@@ -191,14 +188,6 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _daemon_lines(settings: Settings, store: StateStore) -> list[str]:
-    try:
-        from auto_gvpie.daemon import describe
-    except ImportError:
-        return []
-    return describe(settings, store)
-
-
 def _memory_line(settings: Settings) -> str:
     if not settings.memory:
         return "memory: off"
@@ -214,7 +203,7 @@ def _memory_line(settings: Settings) -> str:
 
 def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
     tasks = read_inbox(settings.tasks_file)
-    states = _store(settings, readonly=True).all()
+    states = StateStore(settings.state_dir, readonly=True).all()
     ready, why = runnable(tasks, states)
     if args.max_tasks is not None:
         ready = ready[: args.max_tasks]
@@ -256,7 +245,7 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     from auto_gvpie.workspace import prune_orphans
 
     tasks = read_inbox(settings.tasks_file)
-    store = _store(settings, readonly=False)
+    store = StateStore(settings.state_dir, readonly=False)
     store.sync(tasks)
     store.recover_stale()
     ready, _ = runnable(tasks, store.all())
@@ -272,8 +261,7 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
 
     def on_outcome(outcome) -> None:
         finished.append(outcome)
-        status_line.done(f"{outcome.task_id}: {outcome.status} after {outcome.attempts} attempt(s)"
-                         + (f" — {outcome.error}" if outcome.error else "") + (f" — {outcome.note}" if outcome.note else ""))
+        status_line.done(_outcome_line(outcome))
 
     engine = Engine(settings, store, llm, memory, owner=f"once-{os.getpid()}-{uuid.uuid4().hex[:6]}",
                     progress=status_line, on_outcome=on_outcome)
@@ -293,15 +281,54 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     return _report(args, outcomes, f"processed {len(outcomes)} task(s) in {time.monotonic() - started:.1f} s")
 
 
+def _outcome_line(outcome) -> str:
+    return (f"{outcome.task_id}: {outcome.status} after {outcome.attempts} attempt(s)"
+            + (f" — {outcome.error}" if outcome.error else "") + (f" — {outcome.note}" if outcome.note else ""))
+
+
+def _summary(outcomes: list) -> dict:
+    """The contract's --json object for a run."""
+    return {"processed": len(outcomes), "done": sum(o.status == "done" for o in outcomes),
+            "failed": sum(o.status == "failed" for o in outcomes), "tasks": [o.as_json() for o in outcomes]}
+
+
 def _report(args: argparse.Namespace, outcomes: list, summary: str) -> int:
-    done = sum(o.status == "done" for o in outcomes)
-    failed = sum(o.status == "failed" for o in outcomes)
+    counts = _summary(outcomes)
     if args.json:
-        print(json.dumps({"processed": len(outcomes), "done": done, "failed": failed,
-                          "tasks": [o.as_json() for o in outcomes]}))
+        print(json.dumps(counts))
     else:
-        print(f"{summary}: {done} done, {failed} failed")
-    return EXIT_FAILED if failed else EXIT_OK
+        print(f"{summary}: {counts['done']} done, {counts['failed']} failed")
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until stopped: 0 after a clean stop, 2 when another daemon has this home,
+    130 when a second signal cut the stop short (the running task was still released)."""
+    from auto_gvpie.daemon import Daemon, DaemonRunning
+
+    status_line = StatusLine(enabled=not args.json)
+
+    def started(record) -> None:
+        status_line.done(f"auto-gvpie daemon: pid {record.pid}, watching {settings.tasks_file}"
+                         f" ({settings.workers} worker(s)); Ctrl-C or SIGTERM stops it")
+
+    daemon = Daemon(settings, on_outcome=lambda outcome: status_line.done(_outcome_line(outcome)),
+                    progress=status_line if args.verbose else None)
+    try:
+        report = daemon.run(on_started=started)
+    except DaemonRunning as exc:
+        print(f"auto-gvpie: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": str(exc), "pid": exc.record.pid if exc.record else None}))
+        return EXIT_USAGE
+    counts = _summary(report.outcomes)
+    if args.json:
+        print(json.dumps({**counts, "interrupted": report.interrupted}))
+    else:
+        status_line.done(f"daemon stopped: processed {counts['processed']} task(s): {counts['done']} done, "
+                         f"{counts['failed']} failed"
+                         + ("; interrupted, the running task went back to pending" if report.interrupted else ""))
+    return 130 if report.interrupted else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return cmd_dry_run(args, settings)
         if args.daemon:
-            from auto_gvpie.daemon import run_daemon
-            return run_daemon(settings, json_output=args.json, verbose=args.verbose)
+            return cmd_daemon(args, settings)
         return cmd_once(args, settings)
     except (ConfigError, InboxError, WorkspaceError) as exc:
         print(f"auto-gvpie: {exc}", file=sys.stderr)

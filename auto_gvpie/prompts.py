@@ -94,7 +94,8 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
     fmt = choose_edit_format(setting_format, files)
     tests = test_files(worktree, task.tests, task.inputs)
     budget = context_window - answer_tokens - 64
-    if fmt == "whole" and sum(count(t) for t in files.values()) * 2 > budget:
+    file_tokens = sum(count(t) for t in files.values())
+    if fmt == "whole" and file_tokens * 2 > budget:
         fmt = "search_replace"  # the answer must repeat whole files; they would not fit
     example_path, example_text = next(iter(files.items()), ("hello.py", "print('hello')\n"))
     system = (
@@ -116,7 +117,7 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
                 break
     # An answer needs about as many tokens as the files it rewrites; a tighter budget stops a small
     # model that rambles (seen: 2,000 tokens of repetition) minutes earlier.
-    needed = 2 * sum(count(t) for t in files.values()) + 512
+    needed = 2 * file_tokens + 512
     return Prompt([{"role": "system", "content": system}, {"role": "user", "content": user}], fmt, left_out, tokens,
                   min(answer_tokens, needed))
 

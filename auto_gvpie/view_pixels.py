@@ -148,23 +148,17 @@ def _latest_from_memory(home: Path) -> Path | None:
     """The newest pixel artifact according to LanceDB memory, or None when memory cannot say."""
     if not (home / "lancedb").is_dir():
         return None
-    try:
-        from auto_gvpie.memory import Memory  # LanceDB loads only when there is memory to ask
+    from auto_gvpie.memory import Memory  # LanceDB loads only when there is memory to ask
 
-        record = Memory(home).latest_artifact(kind="pixel")
-        fields = {} if record is None else record if isinstance(record, dict) else vars(record)
-    except Exception as exc:  # memory is optional here: any failure means "ask the files instead"
-        log.debug("memory has no latest artifact: %s", exc)
+    memory = Memory(home)  # a broken store answers None (and says why in the log); it never raises
+    try:
+        record = memory.latest_artifact(kind="pixel")
+    finally:
+        memory.close()
+    if record is None:
         return None
-    if fields.get("path"):
-        path = Path(fields["path"])
-        path = path if path.is_absolute() else home / path
-        if path.suffix == ".png":
-            path = path.with_suffix(".json")
-    elif fields.get("task_id"):
-        path = home / "artifacts" / f"{fields['task_id']}.json"
-    else:
-        return None
+    path = Path(record["path"]) if record.get("path") else home / "artifacts" / f"{record['task_id']}.json"
+    path = path if path.is_absolute() else home / path
     return path if path.is_file() else None
 
 
