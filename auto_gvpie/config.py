@@ -37,6 +37,8 @@ class Settings:
     model_cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "auto-gvpie" / "models")
     interval: float = 30.0
     workers: int = 1
+    sandbox: str = "auto"  # auto | on | off: test commands under bubblewrap
+    sandbox_network: bool = False  # let sandboxed test commands use the network
 
     @property
     def state_dir(self) -> Path:
@@ -51,6 +53,7 @@ _CHOICES = {
     "llm": ("http", "embedded"),
     "edit_format": ("auto", "whole", "search_replace", "udiff"),
     "apply": ("checkout", "branch", "none"),
+    "sandbox": ("auto", "on", "off"),
 }
 _PATH_KEYS = ("home", "tasks_file", "repo", "model_cache")
 

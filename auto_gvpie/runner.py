@@ -2,6 +2,8 @@
 
 Each command runs under bash in its own process group, so a timeout or a stop
 kills everything it started; output is captured and capped, keeping head and tail.
+With a sandbox (see sandbox.py) the command also runs in its own PID namespace,
+so even what left the process group dies when the command ends.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from auto_gvpie.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +79,16 @@ def _kill_group(proc: subprocess.Popen, grace: float) -> None:
 
 
 def run_command(command: str, cwd: Path, timeout: float = 300.0, *, env: dict[str, str] | None = None,
-                should_stop: Callable[[], bool] | None = None, stop_grace: float = 10.0) -> CommandResult:
-    """Run `command` with bash in `cwd`. When `should_stop()` turns true the command gets
-    `stop_grace` seconds to finish before its process group is killed."""
+                should_stop: Callable[[], bool] | None = None, stop_grace: float = 10.0,
+                sandbox: Sandbox | None = None) -> CommandResult:
+    """Run `command` with bash in `cwd`, inside `sandbox` when given. When `should_stop()` turns true
+    the command gets `stop_grace` seconds to finish before its process group is killed."""
+    argv = ["bash", "-c", command]
+    if sandbox is not None:
+        argv = sandbox.wrap(argv, cwd)
     start = time.monotonic()
     proc = subprocess.Popen(
-        ["bash", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})})
     buffer = _CappedBuffer()
 
