@@ -9,6 +9,10 @@ Replies are served first in, first out; when none is left, `responder(body)` ans
 given, else the server answers 500. It streams (SSE, chunked, one chunk per word) when
 the request asks for it, and can impersonate LM Studio, llama.cpp or Ollama for context
 discovery.
+
+Setting `answer_all` to a Reply (an error status, a delay, a hang-up) makes the server
+answer every request on every path with it, discovery included: a server that is up but
+broken. A test may set it at any time, e.g. from a responder.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Reply:
     raw_body: bytes | None = None  # sent verbatim as the body (a stream's body when streaming)
     stall_after: int | None = None  # stream this many content chunks, then hang (non-streamed: hang at once)
     token_delay: float = 0.0  # seconds between streamed chunks
+    hang_up: bool = False  # close the connection without any answer (after the delay)
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -62,6 +67,7 @@ class LLMServer:
         reject_status: int = 400,
         embedding_model: str | None = None,
         api_key: str | None = None,
+        answer_all: Reply | None = None,
     ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
@@ -76,6 +82,7 @@ class LLMServer:
         self.embedding_model = embedding_model  # listed before the chat model, to test model picking
         self.responder = responder
         self.api_key = api_key  # when set, every request needs "Authorization: Bearer <api_key>"
+        self.answer_all = answer_all
         self.requests: list[dict] = []  # JSON bodies received on /chat/completions
         self.hits: list[str] = []  # "METHOD /path" of every request, in order
         self._replies: deque[Reply] = deque()
@@ -175,7 +182,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         llm = self.llm
         try:
-            if llm.api_key and self.headers.get("Authorization") != f"Bearer {llm.api_key}":
+            if llm.answer_all is not None:
+                reply = llm.answer_all
+                if not (reply.delay and llm._closing.wait(reply.delay)):
+                    self._send_reply(reply)
+            elif llm.api_key and self.headers.get("Authorization") != f"Bearer {llm.api_key}":
                 self._send_json(401, {"error": {"message": "Invalid or missing API key", "type": "invalid_api_key"}})
             elif method == "GET" and path == "/v1/models":
                 self._send_json(200, {"object": "list", "data": llm._model_entries()})
@@ -238,17 +249,25 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.stall_after is not None and not streaming:
             llm._closing.wait()
             return
-        if reply.status != 200:
-            payload = reply.raw_body or json.dumps(
-                {"error": {"message": reply.content or f"error {reply.status}", "code": reply.status}}
-            ).encode()
-            self._send_bytes(reply.status, payload, "application/json", reply.headers)
+        if reply.status != 200 or reply.hang_up:
+            self._send_reply(reply)
         elif streaming:
             self._stream(body, reply)
         elif reply.raw_body is not None:
             self._send_bytes(200, reply.raw_body, "application/json", reply.headers)
         else:
             self._send_json(200, self._completion(body, reply), reply.headers)
+
+    def _send_reply(self, reply: Reply) -> None:
+        """A hang-up, or the reply's status with its `raw_body` or an OpenAI error body."""
+        if reply.hang_up:
+            self.close_connection = True
+            return
+        payload = reply.raw_body
+        if payload is None:
+            message = reply.content or f"error {reply.status}"
+            payload = json.dumps({"error": {"message": message, "code": reply.status}}).encode()
+        self._send_bytes(reply.status, payload, "application/json", reply.headers)
 
     def _completion(self, body: dict, reply: Reply) -> dict:
         return {

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from auto_gvpie.config import load_settings
-from auto_gvpie.llm import BadAnswer, HttpLLM, LLMUnreachable, open_llm
+from auto_gvpie.config import ConfigError, load_settings
+from auto_gvpie.llm import BadAnswer, HttpLLM, LLMConfigError, LLMError, LLMUnavailable, LLMUnreachable, open_llm
 from tests.llm_server import LLMServer, Reply, refusing_url
 
 USER = [{"role": "user", "content": "say something useful"}]
@@ -105,11 +105,15 @@ def test_bare_server_address_is_completed_with_v1(spelling):
         assert llm.complete(USER).text == "ok"
 
 
-def test_wrong_path_reads_as_no_server_there():
+def test_wrong_path_reads_as_no_llm_server_there():
     with LLMServer() as server:
         url = server.url.replace("/v1", "/api")
-        with pytest.raises(LLMUnreachable, match="no LLM server at .*/api — start LM Studio"):
+        with pytest.raises(LLMUnreachable) as caught:
             quick(url).complete(USER)
+    assert str(caught.value) == (
+        f"no LLM server API at {url} (GET {url}/models answered 404 without a model list) — "
+        "check --llm-url (LM Studio's is http://127.0.0.1:1234/v1)"
+    )
 
 
 def test_server_that_wants_an_api_key_is_named_as_such():
@@ -137,6 +141,40 @@ def test_open_llm_builds_the_http_client_from_settings(tmp_path):
         assert llm.complete(USER).text == "from settings"
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999/v1", "port 99999 is out of range (1-65535)"),
+        ("http://127.0.0.1:0/v1", "port 0 is out of range (1-65535)"),  # requests would quietly use port 80
+        ("127.0.0.1:-1", "port '-1' is not a number"),
+        ("http://localhost:12a4/v1", "port '12a4' is not a number"),
+        ("ftp://example.com/v1", "the scheme must be http or https, not 'ftp'"),
+        ("http://:1234/v1", "no host name"),
+        ("http://[::1/v1", "not a URL"),
+        ("http://exa mple:1234/v1", "contains invalid character ' '"),
+        ("http://a..b:1234/v1", "host 'a..b' is not a valid host name"),  # urllib3 says so only when connecting
+    ],
+)
+def test_malformed_url_is_a_config_error_at_construction(url, problem):
+    with pytest.raises(LLMConfigError) as caught:
+        HttpLLM(url)
+    assert str(caught.value).startswith(f"--llm-url {url}: ") and problem in str(caught.value)
+    assert isinstance(caught.value, LLMError) and isinstance(caught.value, ConfigError)  # exit 2, either way
+    assert not isinstance(caught.value, LLMUnreachable)
+
+
+@pytest.mark.parametrize("url", ["http://[::1]:1234/v1", "https://llm.example.com/v1", "http://user@host:1/v1",
+                                 "localhost", "http://box:/v1"])
+def test_well_formed_urls_are_accepted(url):
+    HttpLLM(url)
+
+
+def test_malformed_url_in_settings_is_a_config_error(tmp_path):
+    settings = load_settings({"home": str(tmp_path), "llm_url": "http://127.0.0.1:99999/v1"}, env={})
+    with pytest.raises(LLMConfigError, match="port 99999 is out of range"):
+        open_llm(settings)
+
+
 def test_count_tokens_errs_high():
     llm = HttpLLM("http://127.0.0.1:9/v1")  # counting never touches the server
     assert llm.count_tokens("") == 0
@@ -153,8 +191,11 @@ def test_refused_connection_is_unreachable_after_the_retries(caplog):
         llm = quick(url, retries=2)
         with pytest.raises(LLMUnreachable) as caught:
             llm.complete(USER)
-    assert str(caught.value) == f"no LLM server at {url} — start LM Studio, or pass --llm-url"
+    assert str(caught.value) == (
+        f"no LLM server at {url} (connection refused, 3 tries) — start LM Studio, or pass --llm-url"
+    )
     assert "refused" in caught.value.detail
+    assert not isinstance(caught.value, LLMUnavailable)
     assert [r.message.split(";")[1].split(" in ")[0].strip() for r in caplog.records] == ["retry 1/2", "retry 2/2"]
 
 
@@ -164,12 +205,97 @@ def test_server_errors_are_retried_until_an_answer_comes():
     assert len(server.requests) == 3
 
 
-def test_server_errors_beyond_the_retries_are_a_bad_answer():
-    with LLMServer([Reply(status=502, content="upstream fell over")] * 3 + ["too late"]) as server:
-        failure = bad_answer(quick(server.url, retries=2))
-    assert (failure.reason, failure.status) == ("http_error", 502)
-    assert "upstream fell over" in str(failure) and "3 tries" in str(failure)
+def test_server_errors_beyond_the_retries_make_the_server_unavailable():
+    # Not a failed attempt: the next task would fare no better, so the queue stops with tasks pending.
+    oom = Reply(status=500, content="CUDA error: out of memory")
+    with LLMServer([Reply(status=502, content="upstream fell over"), oom, oom, "too late"]) as server:
+        with pytest.raises(LLMUnavailable) as caught:
+            quick(server.url, retries=2).complete(USER)
+    assert isinstance(caught.value, LLMUnreachable) and caught.value.status == 500
+    assert str(caught.value) == (
+        f"the LLM server at {server.url} answered HTTP 502/500 to all 3 tries: CUDA error: out of memory"
+    )
     assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (Reply(status=500, content="Internal error:\n  model crashed"),
+         "HTTP 500 to all 3 tries: Internal error: model crashed"),
+        (Reply(status=503, headers={"Retry-After": "0"}, content="Loading model"),
+         "HTTP 503 to all 3 tries: Loading model"),
+        (Reply(status=429, headers={"Retry-After": "0"}), "HTTP 429 to all 3 tries: error 429"),
+        (Reply(status=502, raw_body=b"<html>\n<head><title>502 Bad Gateway</title></head>\n</html>"),
+         "HTTP 502 to all 3 tries: <html> <head><title>502 Bad Gateway</title></head> </html>"),
+    ],
+)
+def test_server_answering_errors_to_everything_is_unavailable(reply, said):
+    with LLMServer(answer_all=reply) as server:  # discovery included
+        with pytest.raises(LLMUnavailable) as caught:
+            quick(server.url).complete(USER)
+    assert str(caught.value) == f"the LLM server at {server.url} answered {said}"
+    assert "start LM Studio" not in str(caught.value)
+    assert server.hits == ["GET /v1/models"] * 3
+
+
+def test_one_try_is_named_as_such():
+    with LLMServer(answer_all=Reply(status=500, content="no")) as server:
+        with pytest.raises(LLMUnavailable, match=r"answered HTTP 500 to its only try: no$"):
+            quick(server.url, retries=0).model
+
+
+def test_server_that_accepts_but_never_answers_is_named_as_such():
+    with LLMServer(answer_all=Reply(delay=30)) as server:
+        started = time.monotonic()
+        with pytest.raises(LLMUnreachable) as caught:
+            quick(server.url, timeout=0.3).complete(USER)
+        assert time.monotonic() - started < 3  # not retried: it would hang as long again
+    assert str(caught.value) == (
+        f"the LLM server at {server.url} accepted the connection but did not answer within 0.3 s"
+    )
+    assert not isinstance(caught.value, LLMUnavailable)
+
+
+def test_server_that_hangs_up_without_answering_is_named_as_such():
+    with LLMServer(answer_all=Reply(hang_up=True)) as server:
+        with pytest.raises(LLMUnreachable) as caught:
+            quick(server.url).complete(USER)
+    assert str(caught.value) == (
+        f"something at {server.url} accepted the connection but closed it without an answer "
+        "(remote end closed, 3 tries)"
+    )
+
+
+def test_server_that_hangs_mid_answer_and_then_answers_nothing_is_unreachable():
+    # A stall is the attempt's failure only while the server answers other requests: one that hung
+    # would fail every task of the queue in turn.
+    def hang(body):
+        server.answer_all = Reply(delay=30)
+        return Reply(content="one two three", stall_after=1)
+
+    with LLMServer(responder=hang) as server:
+        with pytest.raises(LLMUnreachable) as caught:
+            quick(server.url, timeout=0.5, stall_timeout=0.2).complete(USER)
+    assert str(caught.value) == (
+        f"the LLM server at {server.url} accepted the connection but did not answer within 0.5 s; before that, "
+        f"the LLM server at {server.url} went silent for 0.2 s after 3 characters of the answer"
+    )
+
+
+def test_server_gone_after_a_broken_stream_is_unreachable():
+    def crash(body):
+        server.answer_all = Reply(hang_up=True)
+        return Reply(raw_body=b'data: {"choices": [{"index": 0, "delta": {"content": "half"}}]}\n\n')
+
+    with LLMServer(responder=crash) as server:
+        with pytest.raises(LLMUnreachable) as caught:
+            quick(server.url).complete(USER)
+    assert str(caught.value) == (
+        f"something at {server.url} accepted the connection but closed it without an answer (remote end closed, "
+        f"after: the LLM server at {server.url} ended the stream after 4 characters of the answer, "
+        "without finishing it)"
+    )
 
 
 def test_429_waits_as_long_as_retry_after_says():
@@ -192,11 +318,14 @@ def test_other_client_errors_are_not_retried():
     assert len(server.requests) == 1
 
 
-def test_prompt_too_long_for_the_context_is_named():
+@pytest.mark.parametrize("status", [400, 500])
+def test_prompt_too_long_for_the_context_is_named(status):
     refusal = "the request exceeds the available context size, try increasing it (n_ctx: 4096)"
-    with LLMServer([Reply(status=400, content=refusal)]) as server:
+    with LLMServer([Reply(status=status, content=refusal)]) as server:
         failure = bad_answer(quick(server.url))
-    assert failure.reason == "context_overflow" and "n_ctx: 4096" in str(failure)
+    assert (failure.reason, failure.status) == ("context_overflow", status)
+    assert str(failure) == f"the LLM server refused the request: {status} {refusal}"
+    assert len(server.requests) == 1  # the prompt's fault, even as a 500: the same prompt fails again
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -206,6 +335,7 @@ def test_slow_answer_past_the_timeout_and_the_next_call_still_works(stream):
         llm.model
         failure = bad_answer(llm)
         assert failure.reason == "timeout"
+        assert str(failure) == f"the LLM server at {server.url} accepted the request but did not answer within 0.3 s"
         assert llm.complete(USER).text == "in time"
     assert len(server.requests) == 2  # a timed-out generation is not sent again
 
@@ -215,6 +345,7 @@ def test_stalled_stream_keeps_what_arrived():
         failure = bad_answer(quick(server.url, timeout=5.0, stall_timeout=0.3))
     assert failure.reason == "stalled"
     assert failure.partial_text == "one two"
+    assert str(failure) == f"the LLM server at {server.url} went silent for 0.3 s after 7 characters of the answer"
 
 
 def test_slow_prompt_processing_is_not_a_stall():
@@ -228,6 +359,9 @@ def test_stream_broken_off_without_finishing():
     with LLMServer([Reply(raw_body=half)]) as server:
         failure = bad_answer(quick(server.url))
     assert failure.reason == "disconnected" and failure.partial_text == "half an"
+    assert str(failure) == (
+        f"the LLM server at {server.url} ended the stream after 7 characters of the answer, without finishing it"
+    )
 
 
 def test_error_reported_inside_a_stream():

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from .base import LLM, BadAnswer, Completion, LLMError, LLMUnreachable
+from .base import LLM, BadAnswer, Completion, LLMConfigError, LLMError, LLMUnavailable, LLMUnreachable
 from .http import HttpLLM
 
-__all__ = ["LLM", "BadAnswer", "Completion", "HttpLLM", "LLMError", "LLMUnreachable", "open_llm"]
+__all__ = [
+    "LLM",
+    "BadAnswer",
+    "Completion",
+    "HttpLLM",
+    "LLMConfigError",
+    "LLMError",
+    "LLMUnavailable",
+    "LLMUnreachable",
+    "open_llm",
+]
 
 
 def open_llm(settings, progress=None) -> LLM:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from ..config import ConfigError
+
 
 class LLMError(Exception):
     """Base of every error an LLM client raises."""
@@ -22,14 +24,34 @@ class LLMUnreachable(LLMError):
         super().__init__(message or f"no LLM server at {url} — start LM Studio, or pass --llm-url")
 
 
+class LLMUnavailable(LLMUnreachable):
+    """The server is there but answered every try with an error of its own (5xx, 429).
+
+    As unusable as no server at all, so it stops the queue the same way (exit 3, tasks
+    stay pending) instead of failing every task in turn. `status` is the last HTTP status.
+    """
+
+    def __init__(self, url: str, message: str, *, status: int, detail: str = "") -> None:
+        self.status = status
+        super().__init__(url, message, detail=detail)
+
+
+class LLMConfigError(LLMError, ConfigError):
+    """The client cannot work as configured (a malformed --llm-url): a usage error, exit 2.
+
+    Also a ConfigError, since it is a setting that cannot be used, whoever catches it.
+    """
+
+
 class BadAnswer(LLMError):
     """The model answered, but not with something usable; counts as a failed attempt.
 
     `reason` is one of: "empty", "truncated" (finish_reason "length"), "http_error"
-    (4xx, or 5xx/429 after the retries), "context_overflow" (the server said the prompt
-    is too long), "malformed" (a body that is not the wire format), "timeout" (no
+    (4xx, or an error the server reported inside an answer), "context_overflow" (the
+    server said the prompt is too long, whatever the status), "malformed" (a body that is not the wire format), "timeout" (no
     answer within the timeout), "stalled" (a stream went quiet), "disconnected" (the
-    stream broke off). `partial_text` keeps what did arrive, so it can be fed back.
+    stream broke off); the last three only while the server still answers other
+    requests, since a server that answers nothing any more is LLMUnreachable. `partial_text` keeps what did arrive, so it can be fed back.
     """
 
     def __init__(self, reason: str, message: str, *, partial_text: str = "", status: int | None = None) -> None:

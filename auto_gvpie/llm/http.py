@@ -17,15 +17,22 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3
 
-from ..config import ConfigError
-from .base import BadAnswer, Completion, LLMUnreachable
+from .base import BadAnswer, Completion, LLMConfigError, LLMUnavailable, LLMUnreachable
 
 log = logging.getLogger(__name__)
 
+DEFAULT_URL = "http://127.0.0.1:1234/v1"  # LM Studio's
 CHARS_PER_TOKEN = 3.5  # below the ~4 of English prose, so estimates err on the high side for code
 # Ollama runs models with a small context unless num_ctx is set, whatever the model could take.
 OLLAMA_DEFAULT_CONTEXT = 2048
 _STRUCTURED_WORDS = ("response_format", "schema", "grammar")
+# What requests and urllib3 raise, some only on the first request, for a URL they cannot use.
+_MALFORMED_URL = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    urllib3.exceptions.LocationValueError,
+)
 
 
 def _next_spelling(refused: str, flavour: str) -> str | None:
@@ -60,12 +67,14 @@ class HttpLLM:
     `timeout` bounds the wait for an answer to begin (prompt processing included);
     `stall_timeout` bounds each silence once tokens are streaming. Connection errors,
     429 and 5xx are retried `retries` times with exponential backoff and jitter
-    (429/503 honour Retry-After).
+    (429/503 honour Retry-After); when every try fails the server is unusable
+    (LLMUnreachable, or LLMUnavailable when it answered with errors), not the request.
+    A malformed `url` raises LLMConfigError here, before any request.
     """
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:1234/v1",
+        url: str = DEFAULT_URL,
         model: str | None = None,
         *,
         context_window: int = 8192,
@@ -139,14 +148,19 @@ class HttpLLM:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         started = time.monotonic()
-        resp = self._post_chat(body, json_schema)
         try:
-            if "text/event-stream" in resp.headers.get("Content-Type", ""):
-                answer = self._read_stream(resp, on_token, started)
-            else:
-                answer = self._read_json(resp)
-        finally:
-            resp.close()
+            resp = self._post_chat(body, json_schema)
+            try:
+                if "text/event-stream" in resp.headers.get("Content-Type", ""):
+                    answer = self._read_stream(resp, on_token, started)
+                else:
+                    answer = self._read_json(resp)
+            finally:
+                resp.close()
+        except BadAnswer as exc:
+            if exc.reason in ("timeout", "stalled", "disconnected"):
+                self._check_alive(exc)
+            raise
         seconds = time.monotonic() - started
         if answer.first_token_seconds is None and on_token is not None and answer.text:
             on_token(answer.text)  # the server ignored stream=true: all of it arrived at once
@@ -198,10 +212,11 @@ class HttpLLM:
         )
 
     def _list_models(self) -> list[dict]:
+        read_timeout = min(self.timeout, 30.0)
         try:
-            resp = self._send("GET", self.url + "/models", read_timeout=min(self.timeout, 30.0))
-        except BadAnswer as exc:
-            raise LLMUnreachable(self.url, detail=str(exc)) from exc
+            resp = self._send("GET", self.url + "/models", read_timeout=read_timeout)
+        except BadAnswer as exc:  # a timeout: something took the connection and said nothing
+            raise LLMUnreachable(self.url, _silent(self.url, read_timeout), detail=str(exc)) from exc
         with resp:
             status, data = resp.status_code, _json_or_none(resp)
         entries = data.get("data") if isinstance(data, dict) else None
@@ -212,7 +227,13 @@ class HttpLLM:
                 "turn off its API-key authentication, or pass another --llm-url",
             )
         if status != 200 or not isinstance(entries, list):
-            raise LLMUnreachable(self.url, detail=f"GET {self.url}/models answered {status} without a model list")
+            # Something answers there, but not as an OpenAI-compatible server: most often a wrong path or port.
+            detail = f"GET {self.url}/models answered {status} without a model list"
+            raise LLMUnreachable(
+                self.url,
+                f"no LLM server API at {self.url} ({detail}) — check --llm-url (LM Studio's is {DEFAULT_URL})",
+                detail=detail,
+            )
         return [e for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
 
     def _lmstudio_models(self) -> list[dict] | None:
@@ -279,10 +300,14 @@ class HttpLLM:
         """The server's response, retrying connection errors, 429 and 5xx.
 
         The body is left unread (streamed) so that a chat answer can be read as it arrives.
+        When every try fails the server, not this request, is at fault: LLMUnreachable, or
+        LLMUnavailable when it answered. A 5xx that blames the request is returned, not retried.
         """
+        tries = self.retries + 1
         wait = 0.0
-        failure, failed_status = "", None
-        for attempt in range(self.retries + 1):
+        failure, connected, status, excerpt = "", False, None, ""
+        statuses: list[int] = []
+        for attempt in range(tries):
             if attempt:
                 log.warning("%s %s: %s; retry %d/%d in %.1f s", method, url, failure, attempt, self.retries, wait)
                 time.sleep(wait)
@@ -290,19 +315,27 @@ class HttpLLM:
                 resp = self._session.request(
                     method, url, json=body, timeout=(self.connect_timeout, read_timeout), stream=True
                 )
-            except requests.ConnectTimeout as exc:
-                failure, failed_status = f"connection timed out ({exc.__class__.__name__})", None
             except requests.ReadTimeout:
-                raise BadAnswer("timeout", f"no answer from {url} within {read_timeout:g} s") from None
-            except requests.ConnectionError as exc:
-                failure, failed_status = _connection_failure(exc), None
+                # Not retried: a generation that takes this long would take as long again.
+                raise BadAnswer(
+                    "timeout",
+                    f"the LLM server at {self.url} accepted the request but did not answer within {read_timeout:g} s",
+                ) from None
+            except requests.ConnectionError as exc:  # ConnectTimeout included
+                (connected, failure), status = _connection_failure(exc, self.connect_timeout), None
+            except _MALFORMED_URL as exc:  # whatever _split_url let through
+                raise LLMConfigError(f"--llm-url {self.url}: {exc}") from None
             else:
                 if resp.status_code != 429 and resp.status_code < 500:
                     return resp
                 text = _error_text(resp)
-                if body and "response_format" in body and any(w in text.lower() for w in _STRUCTURED_WORDS):
+                lowered = text.lower()
+                if body and "response_format" in body and any(w in lowered for w in _STRUCTURED_WORDS):
                     return resp  # a refused spelling, not a server fault: the caller falls back
-                failure, failed_status = f"{resp.status_code} {text}", resp.status_code
+                if any(w in lowered for w in _OVERFLOW_WORDS):
+                    return resp  # the prompt is too long (some servers say so with a 500): the caller tells
+                status, failure, excerpt = resp.status_code, f"{resp.status_code} {text}", _excerpt(text)
+                statuses.append(status)
                 retry_after = self._retry_after(resp)
                 resp.close()
                 if retry_after is not None:
@@ -310,13 +343,45 @@ class HttpLLM:
                     continue
             ceiling = min(self.max_backoff, self.backoff * 2**attempt)
             wait = ceiling / 2 + random.uniform(0, ceiling / 2)
-        if failed_status is None:
-            raise LLMUnreachable(self.url, detail=failure)
-        raise BadAnswer(
-            "http_error",
-            f"the LLM server answered {failure} ({self.retries + 1} tries)",
-            status=failed_status,
+        if status is not None:
+            codes = "/".join(str(code) for code in dict.fromkeys(statuses))
+            which = "its only try" if tries == 1 else \
+                f"all {tries} tries" if len(statuses) == tries else f"{len(statuses)} of {tries} tries"
+            raise LLMUnavailable(
+                self.url,
+                f"the LLM server at {self.url} answered HTTP {codes} to {which}: {excerpt or 'no explanation'}",
+                status=status,
+                detail=failure,
+            )
+        raise self._no_server(connected, f"{failure}, {_tries(tries)}")
+
+    def _no_server(self, connected: bool, failure: str) -> LLMUnreachable:
+        if connected:
+            return LLMUnreachable(
+                self.url,
+                f"something at {self.url} accepted the connection but closed it without an answer ({failure})",
+                detail=failure,
+            )
+        return LLMUnreachable(
+            self.url, f"no LLM server at {self.url} ({failure}) — start LM Studio, or pass --llm-url", detail=failure
         )
+
+    def _check_alive(self, failure: BadAnswer) -> None:
+        """Raise LLMUnreachable when, after `failure`, the server answers nothing at all any more.
+
+        A timeout or a broken stream is charged to the attempt only while the server still
+        answers: one that hung or crashed would otherwise fail every task in the queue in turn.
+        """
+        wait = min(self.timeout, 30.0)
+        try:
+            self._session.get(self.url + "/models", timeout=(self.connect_timeout, wait)).close()
+        except requests.ReadTimeout:
+            raise LLMUnreachable(
+                self.url, f"{_silent(self.url, wait)}; before that, {failure}", detail=str(failure)
+            ) from None
+        except requests.ConnectionError as exc:
+            connected, what = _connection_failure(exc, self.connect_timeout)
+            raise self._no_server(connected, f"{what}, after: {failure}") from None
 
     def _retry_after(self, resp: requests.Response) -> float | None:
         value = resp.headers.get("Retry-After", "").strip()
@@ -458,7 +523,8 @@ class HttpLLM:
         if not done and answer.finish_reason is None:
             raise BadAnswer(
                 "disconnected",
-                f"the stream ended without finishing after {len(answer.text)} characters",
+                f"the LLM server at {self.url} ended the stream after {len(answer.text)} characters of the answer, "
+                "without finishing it",
                 partial_text=answer.text,
             )
         return answer
@@ -468,15 +534,23 @@ def _broken(exc: requests.RequestException, answer: _Answer, llm: HttpLLM) -> Ba
     """Why reading an answer's body failed: silence (timeout, stall) or a dropped connection."""
     cause = exc.args[0] if exc.args else None
     if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+        # The socket timeout is `timeout` until the first token, `stall_timeout` after it.
         if answer.first_token_seconds is None:
-            return BadAnswer("timeout", f"no answer began within {llm.timeout:g} s")
+            return BadAnswer(
+                "timeout", f"the LLM server at {llm.url} began an answer, then sent nothing for {llm.timeout:g} s"
+            )
+        where = f"after {len(answer.text)} characters of the answer" if answer.text else \
+            "while still thinking, before any answer text"
         return BadAnswer(
             "stalled",
-            f"the server went silent for {llm.stall_timeout:g} s after {len(answer.text)} characters",
+            f"the LLM server at {llm.url} went silent for {llm.stall_timeout:g} s {where}",
             partial_text=answer.text,
         )
     return BadAnswer(
-        "disconnected", f"the connection broke off while reading the answer: {exc}", partial_text=answer.text
+        "disconnected",
+        f"the connection to the LLM server at {llm.url} broke off after {len(answer.text)} characters "
+        f"of the answer: {exc}",
+        partial_text=answer.text,
     )
 
 
@@ -507,15 +581,43 @@ def _split_url(url: str) -> tuple[str, str]:
     text = url.strip()
     if "://" not in text:
         text = "http://" + text
+    problem = _url_problem(text)
+    if problem:
+        raise LLMConfigError(f"--llm-url {url}: {problem}")
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"llm_url: not an http(s) URL: {url!r}")
     path = parts.path.rstrip("/") or "/v1"  # people often give LM Studio's bare address
     root_path = path[: -len("/v1")] if path.endswith("/v1") else path
     return (
         urlunsplit((parts.scheme, parts.netloc, path, "", "")),
         urlunsplit((parts.scheme, parts.netloc, root_path, "", "")),
     )
+
+
+def _url_problem(text: str) -> str | None:
+    """Why `text` cannot be a server's address; checked up front, since requests finds some of
+    these only when it first connects, and others (port 0) it does not find at all."""
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unclosed "[" of an IPv6 address
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"the scheme must be http or https, not {parts.scheme!r}"
+    if not parts.hostname:
+        return "no host name"
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]  # after an IPv6 host's "]"
+    if port and not (port.isascii() and port.isdigit()):
+        return f"port {port!r} is not a number"
+    if port and not 1 <= int(port) <= 65535:
+        return f"port {port} is out of range (1-65535)"
+    try:
+        requests.Request("GET", text).prepare()  # requests' own checks: characters, IDNA
+    except (requests.RequestException, ValueError) as exc:
+        return str(exc)
+    try:
+        parts.hostname.encode("idna")  # what urllib3 checks only as it connects
+    except UnicodeError:
+        return f"host {parts.hostname!r} is not a valid host name (a label is empty or over 63 characters)"
+    return None
 
 
 def _from_lmstudio_v1(entry: dict) -> dict:
@@ -563,12 +665,34 @@ def _error_text(resp: requests.Response) -> str:
     return _error_message(data)
 
 
-def _connection_failure(exc: requests.ConnectionError) -> str:
+def _connection_failure(exc: requests.ConnectionError, connect_timeout: float) -> tuple[bool, str]:
+    """Whether a connection was made at all (not for a refusal or an unknown host), and what went wrong."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False, f"no connection within {connect_timeout:g} s"
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)  # urllib3's MaxRetryError wraps the failure itself
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return False, "the host name does not resolve"
+    connected = not isinstance(reason, urllib3.exceptions.NewConnectionError)
     text = str(exc)
-    for known in ("Connection refused", "Name or service not known", "Connection reset", "Remote end closed"):
+    for known in ("Connection refused", "Connection reset", "Remote end closed"):
         if known in text:
-            return known.lower()
-    return text[:200]
+            return connected, known.lower()
+    return connected, text[:200]
+
+
+def _silent(url: str, seconds: float) -> str:
+    return f"the LLM server at {url} accepted the connection but did not answer within {seconds:g} s"
+
+
+def _tries(count: int) -> str:
+    return "1 try" if count == 1 else f"{count} tries"
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """An error body fit for a one-line message (servers and proxies also answer with HTML pages)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _log_call(completion: Completion, pieces: int) -> None:
