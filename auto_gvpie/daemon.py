@@ -1,7 +1,7 @@
 """The long-running worker: woken by changes to the task file, safe against crashes, stopped by signals.
 
 Threads. The main thread supervises: it owns the signal handlers, debounces file events,
-heartbeats the running tasks' leases, does the periodic housekeeping (dead leases back to
+does the periodic housekeeping (dead leases back to
 pending, orphaned worktrees removed, a backstop re-scan) and otherwise sleeps in select()
 on a wake-up pipe, so an idle daemon costs nothing between re-scans. The watchdog thread
 only pokes that pipe. Workers (one by default) each drain the inbox with their own Engine,
@@ -34,15 +34,15 @@ from watchdog.observers import Observer
 
 from auto_gvpie.config import ConfigError, Settings
 from auto_gvpie.engine import Engine, Outcome, Stopped, run_pending
-from auto_gvpie.llm import LLMUnreachable, open_llm
-from auto_gvpie.tasks import InboxError, StateStore
-from auto_gvpie.workspace import Worktree, prune_orphans, worktrees_dir
+from auto_gvpie.inbox import InboxError
+from auto_gvpie.llm import LLMUnreachable
+from auto_gvpie.state import StateStore
+from auto_gvpie.workspace import Worktree, WorkspaceError, prune_orphans, worktrees_dir
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "daemon.lock"
 DEBOUNCE_S = 0.1  # an editor's save or an append fires several events; act once, shortly after the first
-HEARTBEAT_S = 5.0  # well inside the store's 120 s lease timeout, even while an LLM call takes minutes
 STOP_GRACE_S = 15.0  # a stop completes within this; the runner gives a test command 10 s of it
 FORCE_JOIN_S = 3.0  # the end of the grace period: interrupted workers release their own leases
 _LOCK_RETRY_S = 0.5  # `describe` probes the lock for a moment; a starting daemon waits that out
@@ -179,8 +179,6 @@ class Daemon:
         self._cond = threading.Condition()
         self._generation = 0
         self._reason = "start"
-        self._busy = 0
-        self._pruning = False
         self._retry_at = 0.0
         self._llm_down = False
         self._inbox_error: str | None = None
@@ -207,8 +205,7 @@ class Daemon:
         try:
             store = StateStore(settings.state_dir)
             try:
-                store.recover_stale()
-                self._prune(store)
+                self._housekeeping(store)
                 settings.tasks_file.parent.mkdir(parents=True, exist_ok=True)
                 observer.schedule(_InboxEvents(settings.tasks_file.name, self._on_file_event),
                                   str(settings.tasks_file.parent), recursive=False, event_filter=_WATCHED)
@@ -269,11 +266,11 @@ class Daemon:
         """The main loop; returns True once every worker stopped by itself after a signal,
         False when the grace period ran out first."""
         now = time.monotonic()
-        next_scan, next_beat = now + self.settings.interval, now + HEARTBEAT_S
+        next_scan = now + self.settings.interval
         fire_at: float | None = None
         deadline: float | None = None
         while True:
-            due = [t for t in (next_scan, deadline, fire_at, next_beat if self._busy else None) if t is not None]
+            due = [t for t in (next_scan, deadline, fire_at) if t is not None]
             select.select([self._wake_r], [], [], max(0.0, min(due) - time.monotonic()))
             self._drain_pipe()
             now = time.monotonic()
@@ -290,9 +287,6 @@ class Daemon:
                     return True
                 if now >= deadline:
                     return False
-            if self._busy and now >= next_beat:
-                self._heartbeat(store)
-                next_beat = now + HEARTBEAT_S
             if deadline is not None:
                 continue
             if self._file_changed:
@@ -336,29 +330,10 @@ class Daemon:
             self._reason = reason
             self._cond.notify_all()
 
-    def _heartbeat(self, store: StateStore) -> None:
-        for task_id, state in store.all().items():
-            if state.status == "in_progress" and state.lease_owner in self.owners:
-                store.heartbeat(task_id, state.lease_owner)
-
     def _housekeeping(self, store: StateStore) -> None:
+        """Dead leases back to pending; worktrees no live lease holds (a killed process's) removed."""
         store.recover_stale()
-        with self._cond:
-            if self._busy:
-                return  # a worker may be creating a worktree right now; prune another time
-            self._pruning = True
-        try:
-            self._prune(store)
-        finally:
-            with self._cond:
-                self._pruning = False
-                self._cond.notify_all()
-
-    def _prune(self, store: StateStore) -> None:
-        """Remove worktrees that no live lease holds (left by a process that was killed)."""
-        if (self.settings.repo / ".git").exists():
-            live = {i for i, s in store.all().items() if s.status == "in_progress"}
-            prune_orphans(self.settings.repo, self.settings.state_dir, keep=live)
+        prune_orphans(self.settings.repo, self.settings.state_dir, store.live_leases)
 
     def _force_stop(self, workers: list[threading.Thread], why: str) -> None:
         """Stop now: interrupt the workers so the engine releases and cleans up as it unwinds. A worker
@@ -400,29 +375,18 @@ class Daemon:
             self._poke()  # the supervisor waits for workers to finish
 
     def _serve(self, owner: str) -> None:
-        from auto_gvpie.memory import Memory  # LanceDB is heavy; --status imports this module too
-
-        settings = self.settings
-        store = StateStore(settings.state_dir)
-        memory = Memory(settings.home, enabled=settings.memory)
+        engine = Engine.open(self.settings, owner, progress=self.progress, should_stop=self._stopping.is_set,
+                             on_outcome=self._report)
         try:
-            engine = Engine(settings, store, open_llm(settings), memory, owner=owner, progress=self.progress,
-                            should_stop=self._stopping.is_set, on_outcome=self._report)
             with self._cond:
                 self._ready += 1
                 self._cond.notify_all()
             seen: int | None = None
             while (work := self._take_work(seen)) is not None:
                 seen, reason = work
-                try:
-                    self._drain(engine, reason)
-                finally:
-                    with self._cond:
-                        self._busy -= 1
-                        self._cond.notify_all()
+                self._drain(engine, reason)
         finally:
-            memory.close()
-            store.close()
+            engine.close()
 
     def _take_work(self, seen: int | None) -> tuple[int, str] | None:
         """Block until there is a generation of work this worker has not drained; None on stop."""
@@ -431,9 +395,7 @@ class Daemon:
                 backoff = self._retry_at - time.monotonic()
                 if backoff > 0:
                     self._cond.wait(backoff)
-                elif self._generation != seen and not self._pruning:
-                    self._busy += 1
-                    self._poke()  # the supervisor heartbeats while anyone is busy
+                elif self._generation != seen:
                     return self._generation, self._reason
                 else:
                     self._cond.wait()
@@ -443,7 +405,7 @@ class Daemon:
         if reason != "re-scan":  # a re-scan that finds nothing is not worth a line every interval
             log.info("woke (%s)", reason)
         try:
-            outcomes = run_pending(engine, self.settings.tasks_file)
+            outcomes = run_pending(engine)
         except Stopped:
             return
         except LLMUnreachable as exc:
@@ -451,6 +413,11 @@ class Daemon:
                 log.warning("LLM unreachable: %s; tasks stay pending, retrying every %g s",
                             exc, self.settings.interval)
             self._llm_down = True
+            self._back_off()
+            return
+        except WorkspaceError as exc:
+            log.error("cannot use the target repository: %s; tasks stay pending, retrying every %g s",
+                      exc, self.settings.interval)
             self._back_off()
             return
         except InboxError as exc:

@@ -37,6 +37,8 @@ from lancedb.index import FTS, IvfSq
 from lancedb.pydantic import LanceModel, Vector
 from lancedb.rerankers import RRFReranker
 
+from auto_gvpie.state import AttemptRecord
+
 log = logging.getLogger(__name__)
 
 EMBED_DIM = 384
@@ -283,26 +285,27 @@ class Memory:
             "attempts": attempts, "error": _clip(error, STORED_ERROR_CHARS), "created_at": _now(),
             "text": _join(title, f"{kind} task", description, error and f"Error: {error}")})
 
-    def record_attempt(self, task_id: str, title: str, kind: str, attempt: int, outcome: str,
-                       test_command: str | None, exit_code: int | None, duration_s: float, error_lines: list[str],
-                       artifact_kind: str | None, artifact_path: str | None, edit_text: str | None) -> None:
+    def remember(self, record: AttemptRecord) -> None:
         """Buffer one `runs` row and, when the attempt left an artifact, one `artifacts` row."""
         if not self.available:
             return
-        errors = _clip("\n".join(line.rstrip() for line in error_lines), STORED_ERROR_CHARS) or ""
+        task = record.task
+        errors = _clip("\n".join(line.rstrip() for line in record.error_lines), STORED_ERROR_CHARS) or ""
         now = _now()
         self._buffer("runs", {
-            "task_id": task_id, "title": title, "kind": kind, "attempt": attempt, "outcome": outcome,
-            "test_command": test_command, "exit_code": exit_code, "duration_s": float(duration_s),
-            "error_lines": errors, "artifact_kind": artifact_kind, "artifact_path": artifact_path, "created_at": now,
-            "text": _join(title, f"attempt {attempt}: {outcome}", test_command and f"$ {test_command}", errors)})
-        if artifact_kind or artifact_path:
-            content = _clip(edit_text, STORED_CONTENT_CHARS) or ""
+            "task_id": task.id, "title": task.title, "kind": task.kind, "attempt": record.attempt,
+            "outcome": record.outcome, "test_command": record.test_command, "exit_code": record.exit_code,
+            "duration_s": float(record.total_seconds), "error_lines": errors, "artifact_kind": record.artifact_kind,
+            "artifact_path": record.artifact_path, "created_at": now,
+            "text": _join(task.title, f"attempt {record.attempt}: {record.outcome}",
+                          record.test_command and f"$ {record.test_command}", errors)})
+        if record.artifact_kind or record.artifact_path:
+            content = _clip(record.answer, STORED_CONTENT_CHARS) or ""
             self._buffer("artifacts", {
-                "task_id": task_id, "title": title, "kind": kind, "attempt": attempt, "outcome": outcome,
-                "artifact_kind": artifact_kind or "file", "path": artifact_path, "content": content,
-                "created_at": now,
-                "text": _join(title, f"{artifact_kind or 'file'} {artifact_path or ''}".strip(),
+                "task_id": task.id, "title": task.title, "kind": task.kind, "attempt": record.attempt,
+                "outcome": record.outcome, "artifact_kind": record.artifact_kind or "file",
+                "path": record.artifact_path, "content": content, "created_at": now,
+                "text": _join(task.title, f"{record.artifact_kind or 'file'} {record.artifact_path or ''}".strip(),
                               content[:EMBEDDED_CONTENT_CHARS])})
 
     def _buffer(self, table: str, row: dict) -> None:

@@ -21,7 +21,8 @@ if __package__ in (None, ""):  # run as `python auto_gvpie/orchestrator.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from auto_gvpie.config import ConfigError, Settings, load_settings
-from auto_gvpie.tasks import InboxError, StateStore, append_task, effective_status, read_inbox, runnable
+from auto_gvpie.inbox import InboxError, Status, append_task, read_inbox, runnable
+from auto_gvpie.state import StateStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 log = logging.getLogger("auto_gvpie")
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--edit-format", choices=("auto", "whole", "search_replace", "udiff"))
     more.add_argument("--apply", choices=("checkout", "branch", "none"),
                       help="where a finished patch goes: your working tree (default), a new branch, or artifacts only")
+    more.add_argument("--sandbox", choices=("auto", "on", "off"),
+                      help="run test commands under bubblewrap: read-only filesystem but the worktree, private /tmp, "
+                           "no network, nothing outlives them (auto: where bubblewrap works; the default)")
     more.add_argument("--gpu", action="store_true", default=None, help="also run pixel programs on the GPU runner")
     more.add_argument("--no-memory", action="store_false", dest="memory", default=None, help="do not use LanceDB memory")
     more.add_argument("--interval", type=float, metavar="S", help="daemon: seconds between backstop re-scans")
@@ -73,7 +77,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings({
         "home": args.home, "tasks_file": args.tasks, "repo": args.repo, "llm": args.llm, "llm_url": args.llm_url,
         "model": args.model, "edit_format": args.edit_format, "apply": args.apply, "gpu": args.gpu,
-        "memory": args.memory, "interval": args.interval, "workers": args.workers})
+        "memory": args.memory, "interval": args.interval, "workers": args.workers, "sandbox": args.sandbox})
 
 
 def _setup_logging(settings: Settings | None, verbose: bool) -> None:
@@ -142,7 +146,9 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
                        ("depends_on", args.depends_on), ("max_attempts", args.max_attempts)):
         if value is not None:
             fields[key] = value
-    task = append_task(settings.tasks_file, fields)
+    append_task(settings.tasks_file, fields)
+    # The id as the worker will know it: a repeated title may get a new number from the store.
+    task = _read_tasks(settings, StateStore(settings.state_dir, readonly=True))[-1]
     if args.json:
         print(json.dumps({"added": {"id": task.id, "title": task.title, "kind": task.kind}}))
     else:
@@ -150,42 +156,63 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _read_tasks(settings: Settings, store: StateStore) -> list:
+    """The inbox with final ids, without writing the store (--status, --dry-run, --add)."""
+    return store.resolve(read_inbox(settings.tasks_file))
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    tasks = read_inbox(settings.tasks_file)
     store = StateStore(settings.state_dir, readonly=True)
+    tasks = _read_tasks(settings, store)
     states = store.all()
-    _, why = runnable(tasks, states)
+    status = store.statuses(tasks)
+    _, why = runnable(tasks, status)
     rows = []
     for task in tasks:
         state = states.get(task.id)
-        status = effective_status(task, state)
-        error = (state.last_error if state else None) or (why.get(task.id) if status == "pending" else None)
-        rows.append((task, status, state.attempts if state else 0, error, state.stage if state else None))
-    counts = {s: 0 for s in ("pending", "in_progress", "done", "failed", "cancelled")}
-    for _, status, *_ in rows:
-        counts[status] += 1
+        error = (state.last_error if state else None) or (why.get(task.id) if status[task.id] == Status.PENDING else None)
+        warnings = state.warnings if state else []
+        rows.append((task, status[task.id], state.attempts if state else 0, error, state.stage if state else None,
+                     warnings))
+    counts = {s.value: 0 for s in Status}
+    for _, task_status, *_ in rows:
+        counts[task_status] += 1
+    sandbox = _sandbox_line(settings)
     if args.json:
-        print(json.dumps({"counts": counts, "tasks": [
-            {"id": t.id, "title": t.title, "status": s, "attempts": a, "error": e} for t, s, a, e, _ in rows]}))
+        print(json.dumps({"counts": counts, "sandbox": sandbox, "tasks": [
+            {"id": t.id, "title": t.title, "status": s, "attempts": a, "error": e, "warnings": w}
+            for t, s, a, e, _, w in rows]}))
         return EXIT_OK
     print(f"tasks: {settings.tasks_file}   " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     from auto_gvpie.daemon import describe
     for line in describe(settings, store):
         print(line)
     print(_memory_line(settings))
+    print(sandbox)
     if not rows:
         print("no tasks yet — add one with: auto-gvpie --add 'TITLE'")
         return EXIT_OK
     head = ("ID", "KIND", "STATUS", "TRIES", "PRI", "LAST ERROR / STAGE")
     table = [(t.id, t.kind + ("*" if t.kind_inferred else ""), s, f"{a}/{t.max_attempts}", str(t.priority),
-              (stage if s == "in_progress" and stage else e or "").replace("\n", " ")[:70])
-             for t, s, a, e, stage in rows]
+              (stage if s == Status.IN_PROGRESS and stage else e or "").replace("\n", " ")[:70])
+             for t, s, a, e, stage, _ in rows]
     widths = [max(len(r[i]) for r in [head, *table]) for i in range(5)]
     for row in [head, *table]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
+    for task, *_, warnings in rows:
+        for warning in warnings:
+            print(f"warning: {task.id}: {warning}")
     if any(t.kind_inferred for t, *_ in rows):
         print("* kind inferred from the title and description (set \"kind\" to choose)")
     return EXIT_OK
+
+
+def _sandbox_line(settings: Settings) -> str:
+    from auto_gvpie.sandbox import SandboxError, open_sandbox
+    try:
+        return open_sandbox(settings.sandbox, settings.sandbox_network).describe()
+    except SandboxError as exc:
+        return f"sandbox: on was asked for, but {exc}"
 
 
 def _memory_line(settings: Settings) -> str:
@@ -202,9 +229,10 @@ def _memory_line(settings: Settings) -> str:
 
 
 def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
-    tasks = read_inbox(settings.tasks_file)
-    states = StateStore(settings.state_dir, readonly=True).all()
-    ready, why = runnable(tasks, states)
+    store = StateStore(settings.state_dir, readonly=True)
+    tasks = _read_tasks(settings, store)
+    states = store.all()
+    ready, why = runnable(tasks, store.statuses(tasks))
     if args.max_tasks is not None:
         ready = ready[: args.max_tasks]
     llm = "the embedded model" if settings.llm == "embedded" else f"{settings.llm_url} ({settings.model or 'model auto-detected'})"
@@ -240,44 +268,41 @@ def _interrupt(signum: int, frame) -> None:
 
 def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
     from auto_gvpie.engine import Engine, run_pending
-    from auto_gvpie.llm import LLMUnreachable, open_llm
-    from auto_gvpie.memory import Memory
-    from auto_gvpie.workspace import prune_orphans
+    from auto_gvpie.llm import LLMUnreachable
+    from auto_gvpie.workspace import WorkspaceError, prune_orphans
 
-    tasks = read_inbox(settings.tasks_file)
-    store = StateStore(settings.state_dir, readonly=False)
-    store.sync(tasks)
-    store.recover_stale()
-    ready, _ = runnable(tasks, store.all())
-    if not ready:
-        return _report(args, [], "nothing to do")
-    live = {i for i, s in store.all().items() if s.status == "in_progress"}
-    if (settings.repo / ".git").exists():
-        prune_orphans(settings.repo, settings.state_dir, keep=live)
+    store = StateStore(settings.state_dir)
+    try:
+        store.recover_stale()
+        tasks = store.sync(read_inbox(settings.tasks_file))
+        ready, _ = runnable(tasks, store.statuses(tasks))
+        if not ready:
+            return _report(args, [], "nothing to do")
+        prune_orphans(settings.repo, settings.state_dir, store.live_leases)
+    finally:
+        store.close()
     status_line = StatusLine(enabled=not args.json)
-    llm = open_llm(settings, progress=status_line.bar)
-    memory = Memory(settings.home, enabled=settings.memory)
     finished: list = []
 
     def on_outcome(outcome) -> None:
         finished.append(outcome)
         status_line.done(_outcome_line(outcome))
 
-    engine = Engine(settings, store, llm, memory, owner=f"once-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-                    progress=status_line, on_outcome=on_outcome)
+    engine = Engine.open(settings, owner=f"once-{os.getpid()}-{uuid.uuid4().hex[:6]}", progress=status_line,
+                         on_outcome=on_outcome, model_progress=status_line.bar)
     # Ctrl-C and `kill` both stop cleanly: the running task goes back to pending and its worktree
     # is removed. Set explicitly, since a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     try:
-        outcomes = run_pending(engine, settings.tasks_file, args.max_tasks)
-    except LLMUnreachable as exc:
+        outcomes = run_pending(engine, args.max_tasks)
+    except (LLMUnreachable, WorkspaceError) as exc:
         print(f"auto-gvpie: {exc}\nThe remaining tasks were left pending.", file=sys.stderr)
         _report(args, finished, f"stopped after {len(finished)} task(s)")
-        return EXIT_UNREACHABLE
+        return EXIT_UNREACHABLE if isinstance(exc, LLMUnreachable) else EXIT_USAGE
     finally:
-        memory.close()
+        engine.close()
     return _report(args, outcomes, f"processed {len(outcomes)} task(s) in {time.monotonic() - started:.1f} s")
 
 
@@ -337,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         print("auto-gvpie: --max-tasks must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     from auto_gvpie.llm import LLMError, LLMUnreachable
+    from auto_gvpie.sandbox import SandboxError
     from auto_gvpie.workspace import WorkspaceError
     try:
         settings = _settings(args)
@@ -351,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.daemon:
             return cmd_daemon(args, settings)
         return cmd_once(args, settings)
-    except (ConfigError, InboxError, WorkspaceError) as exc:
+    except (ConfigError, InboxError, WorkspaceError, SandboxError) as exc:
         print(f"auto-gvpie: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LLMUnreachable as exc:  # the daemon, or a model that cannot even be opened

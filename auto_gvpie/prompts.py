@@ -7,9 +7,7 @@ important parts are shortened, saying in the prompt what was left out.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,27 +318,3 @@ def pixel_prompt(task: Task, memory: str, history: list[Attempt], context_window
 def _rough_count(text: str) -> int:
     # Errs on the high side (about 3 bytes a token), like the HTTP client's estimate.
     return len(text.encode("utf-8")) // 3 + 1
-
-
-class NoJSON(ValueError):
-    """The answer holds no JSON object."""
-
-
-def json_from_answer(text: str) -> object:
-    """The first JSON object in an answer, whether bare, fenced or wrapped in prose."""
-    candidates = [m.group(1) for m in re.finditer(r"```(?:json)?\s*\n(.*?)```", text, re.S)] + [text]
-    decoder = json.JSONDecoder()
-    first_error = None
-    for candidate in candidates:
-        for match in re.finditer(r"\{", candidate):
-            try:
-                value, _ = decoder.raw_decode(candidate, match.start())
-            except json.JSONDecodeError as exc:
-                first_error = first_error or exc
-                continue
-            if isinstance(value, dict):
-                return value
-    if first_error is not None:
-        raise NoJSON(f"the answer is not valid JSON: {first_error.msg} at line {first_error.lineno} "
-                     f"column {first_error.colno}")
-    raise NoJSON("the answer contains no JSON object; answer with the pixel program JSON only")

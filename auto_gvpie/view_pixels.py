@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as `python auto_gvpie/view_pixels.py` from 
 from auto_gvpie.pixels import gpu
 from auto_gvpie.pixels.program import PixelProgram, ValidationError, parse_program
 from auto_gvpie.pixels.render import ascii_preview, render, save_png
-from auto_gvpie.tasks import InboxError, read_inbox
+from auto_gvpie.inbox import InboxError, read_inbox
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("auto_gvpie.view_pixels")

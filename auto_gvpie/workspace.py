@@ -15,7 +15,7 @@ import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,21 @@ def git(repo: Path, *args: str, check: bool = True, input: str | None = None) ->
 
 
 def check_repo(repo: Path) -> str:
-    """The commit tasks start from (HEAD); a clear error when there is none."""
+    """The commit tasks start from (HEAD); a clear error when there is none, or when `repo` is not
+    the repository's top directory (paths in tasks are relative to that, and so are local changes)."""
     if not repo.is_dir():
         raise WorkspaceError(f"target repository {repo} does not exist (pass --repo DIR)")
-    head = git(repo, "rev-parse", "--verify", "HEAD", check=False)
-    if head.returncode == 0:
-        return head.stdout.strip()
-    if git(repo, "rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
+    top = git(repo, "rev-parse", "--show-toplevel", check=False)
+    if top.returncode != 0:
         raise WorkspaceError(f"{repo} is not a git repository (pass --repo DIR, or run `git init` there)")
-    raise WorkspaceError(f"{repo} has no commits yet; commit once so tasks have a base to start from")
+    root = Path(top.stdout.strip())
+    if root.resolve() != repo.resolve():
+        raise WorkspaceError(f"{repo} is a subdirectory of the git repository {root}; pass --repo {root} "
+                             "(task inputs and tests are paths relative to the repository's top directory)")
+    head = git(repo, "rev-parse", "--verify", "HEAD", check=False)
+    if head.returncode != 0:
+        raise WorkspaceError(f"{repo} has no commits yet; commit once so tasks have a base to start from")
+    return head.stdout.strip()
 
 
 @functools.lru_cache(maxsize=64)
@@ -96,18 +102,22 @@ class Worktree:
         return git(self.path, "diff", "--cached", "--binary", self.base or "HEAD").stdout
 
 
-def prune_orphans(repo: Path, state_dir: Path, keep: set[str] = frozenset()) -> list[Path]:
-    """Remove worktrees left by a worker that died (kill -9, power loss); `keep` names live tasks."""
+def prune_orphans(repo: Path, state_dir: Path, live: Callable[[], set[str]]) -> list[Path]:
+    """Remove worktrees left by a worker that died (kill -9, power loss). `live()` names the tasks
+    whose lease is held; it is asked under the repository lock, which a worker also holds while it
+    makes its worktree, so a task claimed a moment ago never loses its worktree."""
     root = worktrees_dir(state_dir)
+    if not root.is_dir() or not (repo / ".git").exists():
+        return []
     removed = []
-    if root.is_dir():
+    with repo_lock(repo):
+        keep = live()
         for path in sorted(root.iterdir()):
             if path.name in keep:
                 continue
             git(repo, "worktree", "remove", "--force", str(path), check=False)
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
-    if (repo / ".git").exists():
         git(repo, "worktree", "prune", check=False)
     if removed:
         log.warning("removed %d orphaned worktree(s)", len(removed))
@@ -139,7 +149,21 @@ def apply_to_checkout(repo: Path, patch: str, mode: str = "checkout", branch: st
         return _apply_to_working_tree(repo, patch)
 
 
+def _operation_in_progress(repo: Path) -> str | None:
+    """A merge, rebase, cherry-pick or revert the user is in the middle of, if any."""
+    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").stdout.strip())
+    for marker, what in (("MERGE_HEAD", "a merge"), ("rebase-merge", "a rebase"), ("rebase-apply", "a rebase or am"),
+                         ("CHERRY_PICK_HEAD", "a cherry-pick"), ("REVERT_HEAD", "a revert")):
+        if (git_dir / marker).exists():
+            return what
+    return None
+
+
 def _apply_to_working_tree(repo: Path, patch: str) -> ApplyResult:
+    busy = _operation_in_progress(repo)
+    if busy:
+        return ApplyResult(False, f"not applied: your checkout is in the middle of {busy}; finish it, then "
+                                  "apply the patch from artifacts/ with git apply")
     files = patch_files(patch)
     dirty = git(repo, "status", "--porcelain", "--untracked-files=all", "--", *files).stdout.splitlines()
     if dirty:

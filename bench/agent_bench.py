@@ -30,7 +30,8 @@ from auto_gvpie.config import load_settings  # noqa: E402
 from auto_gvpie.engine import Engine  # noqa: E402
 from auto_gvpie.llm import open_llm  # noqa: E402
 from auto_gvpie.memory import Memory  # noqa: E402
-from auto_gvpie.tasks import StateStore, parse_inbox  # noqa: E402
+from auto_gvpie.inbox import parse_inbox  # noqa: E402
+from auto_gvpie.state import StateStore  # noqa: E402
 from bench_report import machine, write_section  # noqa: E402
 from conftest import make_repo  # noqa: E402
 

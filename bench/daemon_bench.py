@@ -173,7 +173,7 @@ def cpu_seconds(pid: int) -> float:
 POLLER = """
 import sys, time
 from pathlib import Path
-from auto_gvpie.tasks import read_inbox
+from auto_gvpie.inbox import read_inbox
 path = Path(sys.argv[1])
 while True:
     read_inbox(path)

@@ -34,7 +34,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from auto_gvpie import memory as mem_module  # noqa: E402
 from auto_gvpie.memory import Memory, embed, embed_query, housekeep  # noqa: E402
+from auto_gvpie.inbox import Task  # noqa: E402
+from auto_gvpie.state import AttemptRecord  # noqa: E402
 from bench_report import write_section  # noqa: E402
+
+def remember(memory, task_id, title, kind, attempt, outcome, test_command, exit_code, seconds, error_lines,
+             artifact_kind, artifact_path, answer) -> None:
+    """One attempt row, written as the engine writes it."""
+    memory.remember(AttemptRecord(Task(task_id, title, kind), attempt, outcome, answer=answer,
+                                  test_command=test_command, exit_code=exit_code, error_lines=tuple(error_lines),
+                                  total_seconds=seconds, artifact_kind=artifact_kind, artifact_path=artifact_path))
 
 QUERIES = 50
 K = 5
@@ -137,7 +146,7 @@ def bench_recall(size: int, queries: list[tuple[str, str, str]], rng: random.Ran
         # Each query has an earlier, similar task with its runs, so recall has something real to find.
         for i, (title, kind, description) in enumerate(queries):
             past = f"past-{i}"
-            memory.record_attempt(past, f"{title} (earlier report)", kind, 1, "tests_failed", "pytest -q", 1, 2.0,
+            remember(memory, past, f"{title} (earlier report)", kind, 1, "tests_failed", "pytest -q", 1, 2.0,
                                   [f"E   {ERRORS[i % len(ERRORS)]}"], "answer", f"artifacts/{past}.json", "edit")
             memory.record_task(past, f"{title} (earlier report)", kind, description, "failed", 1, ERRORS[i % 9])
         progress(f"{size} rows: embedding the planted rows")

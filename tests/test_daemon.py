@@ -20,7 +20,8 @@ from conftest import ROOT, git, run_cli, write_tasks
 from llm_server import LLMServer, Reply, refusing_url
 
 from auto_gvpie.daemon import STOP_GRACE_S
-from auto_gvpie.tasks import StateStore, read_inbox
+from auto_gvpie.inbox import read_inbox
+from auto_gvpie.state import StateStore
 
 PIXEL = ('```json\n{"kind": "pixel_program", "version": 1, "name": "box", "canvas": {"width": 8, "height": 8},'
          ' "ops": [{"op": "RECT", "x": 1, "y": 1, "width": 6, "height": 6, "color": [0, 255, 0]}]}\n```')

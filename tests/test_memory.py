@@ -15,9 +15,19 @@ import numpy as np
 import pytest
 
 from auto_gvpie import memory as memory_module
+from auto_gvpie.inbox import Task
 from auto_gvpie.memory import Memory
+from auto_gvpie.state import AttemptRecord
 from conftest import ROOT, run_cli, write_tasks
 from llm_server import LLMServer
+
+def remember(memory, task_id, title, kind, attempt, outcome, test_command, exit_code, seconds, error_lines,
+             artifact_kind, artifact_path, answer) -> None:
+    """One attempt row, written as the engine writes it."""
+    memory.remember(AttemptRecord(Task(task_id, title, kind), attempt, outcome, answer=answer,
+                                  test_command=test_command, exit_code=exit_code, error_lines=tuple(error_lines),
+                                  total_seconds=seconds, artifact_kind=artifact_kind, artifact_path=artifact_path))
+
 
 DIVISION = dict(task_id="fix-average", title="Fix crash in average() on an empty list", kind="code",
                 description="stats.average([]) raises ZeroDivisionError; it should return 0.0 for an empty list")
@@ -40,12 +50,12 @@ def model():
 def remember_division_fix(mem: Memory) -> None:
     """A task that failed once with a ZeroDivisionError, then passed, leaving a patch."""
     d = DIVISION
-    mem.record_attempt(d["task_id"], d["title"], d["kind"], 1, "tests_failed", "python -m pytest -q test_stats.py", 1,
+    remember(mem, d["task_id"], d["title"], d["kind"], 1, "tests_failed", "python -m pytest -q test_stats.py", 1,
                        2.5, ["E   ZeroDivisionError: division by zero", "FAILED test_stats.py::test_empty_average"],
                        "patch", "artifacts/fix-average.attempt-1.json", "stats.py\n```python\n...\n```")
-    mem.record_attempt(d["task_id"], d["title"], d["kind"], 2, "passed", "python -m pytest -q test_stats.py", 0, 1.9,
+    remember(mem, d["task_id"], d["title"], d["kind"], 2, "passed", "python -m pytest -q test_stats.py", 0, 1.9,
                        [], "patch", "artifacts/fix-average.attempt-2.json", "stats.py\n```python\n...\n```")
-    mem.record_attempt(d["task_id"], d["title"], d["kind"], 2, "patch_saved", None, None, 0.0, [], "patch",
+    remember(mem, d["task_id"], d["title"], d["kind"], 2, "patch_saved", None, None, 0.0, [], "patch",
                        "artifacts/fix-average.patch", PATCH)
     mem.record_task(d["task_id"], d["title"], d["kind"], d["description"], "done", 2, None)
     mem.flush()
@@ -53,7 +63,7 @@ def remember_division_fix(mem: Memory) -> None:
 
 def remember_unrelated(mem: Memory) -> None:
     for task_id, title, kind, description in UNRELATED:
-        mem.record_attempt(task_id, title, kind, 1, "passed", None, None, 1.0, [], kind, f"artifacts/{task_id}.json",
+        remember(mem, task_id, title, kind, 1, "passed", None, None, 1.0, [], kind, f"artifacts/{task_id}.json",
                            "{}")
         mem.record_task(task_id, title, kind, description, "done", 1, None)
     mem.flush()
@@ -109,7 +119,7 @@ def test_recall_keeps_to_its_token_budget(tmp_path):
     d = DIVISION
     for n in range(3):  # three similar tasks with long errors and patches
         long_error = [f"E   ZeroDivisionError in frame {i}: " + "x" * 150 for i in range(8)]
-        mem.record_attempt(f"{d['task_id']}-{n}", f"{d['title']} ({n})", "code", 1, "tests_failed", "pytest -q", 1,
+        remember(mem, f"{d['task_id']}-{n}", f"{d['title']} ({n})", "code", 1, "tests_failed", "pytest -q", 1,
                            1.0, long_error, "patch", f"artifacts/{n}.patch", PATCH * 30)
         mem.record_task(f"{d['task_id']}-{n}", f"{d['title']} ({n})", "code", d["description"], "done", 1, None)
     mem.flush()
@@ -137,11 +147,11 @@ def test_latest_artifact_is_the_newest_of_its_kind(tmp_path):
     mem = Memory(tmp_path)
     assert mem.latest_artifact("pixel") is None
     for n in (1, 2):
-        mem.record_attempt(f"art-{n}", f"Picture {n}", "pixel", 1, "passed", None, None, 0.1, [], "pixel",
+        remember(mem, f"art-{n}", f"Picture {n}", "pixel", 1, "passed", None, None, 0.1, [], "pixel",
                            f"artifacts/art-{n}.json", '{"kind": "pixel_program"}')
         mem.flush()
         time.sleep(0.01)
-    mem.record_attempt("code-1", "Code", "code", 1, "passed", None, None, 0.1, [], "patch", "artifacts/code-1.patch",
+    remember(mem, "code-1", "Code", "code", 1, "passed", None, None, 0.1, [], "patch", "artifacts/code-1.patch",
                        PATCH)
     mem.flush()
     latest = mem.latest_artifact("pixel")
@@ -203,7 +213,7 @@ WRITER = textwrap.dedent("""
     while not go.exists():
         time.sleep(0.01)
     for n in range(count):
-        mem.record_attempt(f"{name}-{n}", f"{name} task {n}", "code", 1, "tests_failed", "pytest", 1, 0.5,
+        remember(mem, f"{name}-{n}", f"{name} task {n}", "code", 1, "tests_failed", "pytest", 1, 0.5,
                            [f"AssertionError in {name} {n}"], "answer", f"artifacts/{name}-{n}.json", "edit")
         mem.record_task(f"{name}-{n}", f"{name} task {n}", "code", "concurrent writer", "failed", 1, "assert")
         mem.flush()

@@ -61,7 +61,7 @@ def test_orphans_are_pruned_but_live_ones_kept(repo, tmp_path):
     state = tmp_path / "state"
     for name in ("dead", "live"):
         git(repo, "worktree", "add", "--detach", str(state / "worktrees" / name))
-    removed = prune_orphans(repo, state, keep={"live"})
+    removed = prune_orphans(repo, state, lambda: {"live"})
     assert [p.name for p in removed] == ["dead"]
     assert (state / "worktrees" / "live").exists() and not (state / "worktrees" / "dead").exists()
 

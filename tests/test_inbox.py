@@ -1,4 +1,4 @@
-"""The inbox parser and the state store: the user's file is read, never rewritten; state is exact."""
+"""The inbox: the user's file is read (incrementally), never rewritten; appends never lose a task."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from auto_gvpie.tasks import (InboxError, StateStore, append_task, infer_kind, parse_inbox, read_inbox,
-                              runnable)
+from auto_gvpie.inbox import Inbox, InboxError, append_task, infer_kind, parse_inbox, read_inbox, runnable
+from auto_gvpie.state import StateStore
 
 
 def test_array_then_appended_objects_and_json_lines():
@@ -68,60 +68,6 @@ def test_kind_inference():
     assert infer_kind("Fix the off-by-one in parse()", "the test fails") == "code"
 
 
-def test_ordering_priority_then_file_order_and_dependencies(tmp_path):
-    tasks = parse_inbox(json.dumps([
-        {"id": "low", "title": "low", "priority": 1},
-        {"id": "a", "title": "a"},
-        {"id": "needs-a", "title": "b", "priority": 10, "depends_on": ["a"]},
-        {"id": "high", "title": "c", "priority": 7},
-        {"id": "b", "title": "b2"},
-    ]))
-    store = StateStore(tmp_path)
-    store.sync(tasks)
-    ready, why = runnable(tasks, store.all())
-    assert [t.id for t in ready] == ["high", "a", "b", "low"]
-    assert why == {"needs-a": "waiting for a"}
-    assert store.claim("a", "w1")
-    store.finish("a", "w1", "done", None, [])
-    ready, why = runnable(tasks, store.all())
-    assert ready[0].id == "needs-a" and not why
-
-
-def test_failed_dependency_blocks(tmp_path):
-    tasks = parse_inbox('[{"id": "a", "title": "a"}, {"id": "b", "title": "b", "depends_on": ["a"]}]')
-    store = StateStore(tmp_path)
-    store.sync(tasks)
-    store.claim("a", "w")
-    store.finish("a", "w", "failed", "boom", [])
-    _, why = runnable(tasks, store.all())
-    assert why == {"b": "dependency a failed"}
-
-
-def test_a_task_is_claimed_once_and_finished_tasks_stay_finished(tmp_path):
-    tasks = parse_inbox('{"id": "t", "title": "t"}')
-    first, second = StateStore(tmp_path), StateStore(tmp_path)
-    first.sync(tasks)
-    assert first.claim("t", "w1")
-    assert not second.claim("t", "w2")
-    first.finish("t", "w1", "done", None, ["x.patch"])
-    second.sync(tasks)  # seeing the file again must not reset it
-    assert second.get("t").status == "done" and second.get("t").artifacts == ["x.patch"]
-    assert not second.claim("t", "w2")
-
-
-def test_dead_lease_goes_back_to_pending_with_attempts_kept(tmp_path):
-    store = StateStore(tmp_path)
-    store.sync(parse_inbox('{"id": "t", "title": "t"}'))
-    assert store.claim("t", "w1")
-    store.record_attempt("t", 1, "tests_failed", "boom")
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    store.db.execute("UPDATE tasks SET lease_pid=? WHERE id='t'", (dead.pid,))
-    assert store.recover_stale() == ["t"]
-    state = store.get("t")
-    assert (state.status, state.attempts, state.lease_owner) == ("pending", 1, None)
-
-
 def _add_many(path: str, start: int) -> None:
     for i in range(start, start + 25):
         append_task(Path(path), {"title": f"task {i}"})
@@ -143,7 +89,57 @@ def test_concurrent_adds_and_raw_appends_lose_nothing(tmp_path):
     assert inbox.read_text().startswith('[\n  {"title": "original"}\n]')
 
 
-def test_readonly_store_on_a_fresh_home_creates_nothing(tmp_path):
-    store = StateStore(tmp_path / ".gvpie", readonly=True)
-    assert store.all() == {}
-    assert not (tmp_path / ".gvpie").exists()
+@pytest.mark.parametrize("text, where", [
+    ("[" * 100_000, "auto_tasks.json:1:514: nested deeper than 512 levels"),
+    ('[{"title": "x", "priority": ' + "9" * 5000 + "}]", "auto_tasks.json:1:29: a number of 5000 characters"),
+    ('{"title": "ok"}\n{"title": "\\ud800"}\n', "auto_tasks.json:2:1: [1].title: a lone surrogate"),
+    ('{"title": "x", "test_timeout": 1e999}', "auto_tasks.json:1:32: the number 1e999 is too large"),
+    ('{"title": "x", "priority": NaN}', "auto_tasks.json:1:28: NaN is not valid JSON"),
+])
+def test_hostile_inboxes_get_a_message_with_the_place_not_a_traceback(tmp_path, text, where):
+    path = tmp_path / "auto_tasks.json"
+    path.write_text(text)
+    with pytest.raises(InboxError) as err:
+        read_inbox(path)
+    assert str(err.value).startswith(f"{path}:{where.split(':', 1)[1]}"), str(err.value)[:300]
+
+
+def test_a_byte_order_mark_is_accepted_and_a_directory_is_named(tmp_path):
+    path = tmp_path / "auto_tasks.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"title": "from notepad"}]).encode())
+    assert [t.title for t in read_inbox(path)] == ["from notepad"]
+    append_task(path, {"title": "added after"})
+    assert [t.title for t in read_inbox(path)] == ["from notepad", "added after"]
+    with pytest.raises(InboxError, match="is a directory, not a task file"):
+        read_inbox(tmp_path)
+    with pytest.raises(InboxError, match="is a directory, not a task file"):
+        append_task(tmp_path, {"title": "x"})
+
+
+def test_add_refuses_text_that_is_not_text(tmp_path):
+    with pytest.raises(InboxError, match=r"new task.title: a lone surrogate"):
+        append_task(tmp_path / "auto_tasks.json", {"title": "bad \udcff bytes"})
+    assert not (tmp_path / "auto_tasks.json").exists()
+
+
+def test_the_incremental_reader_parses_only_what_was_appended(tmp_path):
+    path = tmp_path / "auto_tasks.json"
+    path.write_text(json.dumps([{"id": f"t{i}", "title": f"task {i}"} for i in range(3)], indent=2))
+    inbox = Inbox(path)
+    first = inbox.read()
+    assert [t.id for t in first] == ["t0", "t1", "t2"]
+    assert inbox.read() is first  # unchanged file: nothing read again
+    with open(path, "a") as f:
+        f.write('\n{"title": "appended"}\n')
+    parsed = inbox._parsed
+    again = inbox.read()
+    assert inbox._parsed is parsed  # extended in place, not parsed anew
+    assert [t.title for t in again] == ["task 0", "task 1", "task 2", "appended"]
+    assert again[3].line == len(path.read_text().splitlines())
+    assert again == Inbox(path).read()  # the same as a fresh full read, line numbers included
+    path.write_text(path.read_text().replace('"task 1"', '"task one"'))  # an edit in the middle
+    assert [t.title for t in inbox.read()][1] == "task one"
+    with open(path, "a") as f:
+        f.write('{"title": oops}\n')
+    with pytest.raises(InboxError, match=r":\d+:11: Expecting value"):
+        inbox.read()
