@@ -202,7 +202,7 @@ def test_sigterm_lets_the_test_command_finish_then_exits_0_with_the_task_pending
     started, finished = tmp_path / "test-started", tmp_path / "test-finished"
     write_tasks(home, [{**FIX_TASK, "tests": [f"touch {started} && sleep 2 && touch {finished}"]}])
     with LLMServer([FIX]) as server:
-        daemon = daemons(home, server.url, "--repo", str(repo))
+        daemon = daemons(home, server.url, "--repo", str(repo), "--sandbox", "off")  # the markers are outside
         wait_for(started.exists, 60, "the baseline test command to start")
         code, took = daemon.stop(signal.SIGTERM)
         assert server.requests == []  # it stopped before asking
@@ -263,3 +263,34 @@ def test_unreachable_llm_leaves_the_task_pending_and_the_daemon_running(home, da
         assert state.status == "pending" and state.attempts == 0
         code, _ = daemon.stop()
     assert code == 0
+
+
+def test_kill_9_with_200_tasks_redoes_only_the_task_in_flight(home, daemons):
+    """Issue 10, defect 10: after a kill -9 and a restart, only the task running at the kill may be
+    asked of the LLM again, while appends go on across the kill and the restart."""
+    tasks_file = write_tasks(home, [])
+    with LLMServer(responder=lambda body: Reply(content=PIXEL, delay=0.02)) as server:
+        first = daemons(home, server.url, "--workers", "1", "--interval", "3600")
+        first.wait_started()
+        for n in range(100):
+            with open(tasks_file, "a") as f:
+                f.write(json.dumps(pixel_task(f"t{n}")) + "\n")
+        wait_for(lambda: sum(s.status == "done" for s in states(home).values()) >= 40, 120, "40 tasks done")
+        writer = subprocess.Popen(["bash", "-c", "; ".join(
+            f"echo '{json.dumps(pixel_task(f'u{n}'))}' >> {tasks_file}; sleep 0.01" for n in range(100))])
+        os.kill(first.pid, signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        in_flight = {i for i, s in states(home).items() if s.status == "in_progress"}
+        asked_before = Counter(title_of(r) for r in server.requests)
+        second = daemons(home, server.url, "--workers", "1", "--interval", "3600")
+        assert writer.wait(timeout=60) == 0
+        ids = [f"t{n}" for n in range(100)] + [f"u{n}" for n in range(100)]
+        wait_for(lambda: done(home, *ids), 240, "all 200 tasks done")
+        asked = Counter(title_of(r) for r in server.requests)
+        code, _ = second.stop()
+    assert code == 0, second.output()
+    assert len(in_flight) <= 1
+    again = {title for title, n in asked.items() if n > 1}
+    assert again <= {f"draw box {i}" for i in in_flight}, (again, in_flight)
+    assert all(title in asked_before for title in again)
+    assert sum(asked.values()) <= 200 + len(in_flight)

@@ -214,3 +214,33 @@ def test_baseline_failures_are_not_blamed_on_the_patch(home, repo):
     with LLMServer([FIX, FIX]) as server:
         cli(home, repo, server.url, "--once")
     assert "already failing before your change" in user_prompt(server.requests[1])
+
+
+def test_a_second_once_never_takes_a_task_a_live_once_is_running(home, repo, tmp_path):
+    """Issue 10, defect 1: the second process used to 'recover' the live lease, delete the first one's
+    worktree and run the task again (two attempt-1 records, a correct fix ending failed)."""
+    started = tmp_path / "baseline-started"
+    slow = {**FIX_TASK, "tests": [f"touch {started}; sleep 6; python -m pytest -q test_calc.py"]}
+    write_tasks(home, [slow])
+    with LLMServer([FIX]) as server:
+        first = subprocess.Popen(
+            [sys.executable, str(ROOT / "auto_gvpie" / "orchestrator.py"), "--home", str(home), "--repo", str(repo),
+             "--llm-url", server.url, "--no-memory", "--once", "--json", "--sandbox", "off"],  # the marker is outside
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        worktree = home / ".gvpie" / "worktrees" / "fix-add"
+        assert worktree.exists()
+        second = cli(home, repo, server.url, "--once", "--json")
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["processed"] == 0
+        assert "recovered" not in second.stderr
+        assert worktree.exists()  # the live task's worktree was left alone
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert len(server.requests) == 1  # asked once, by the first process only
+    assert json.loads(out)["tasks"][0]["status"] == "done"
+    assert status(home)["fix-add"]["attempts"] == 1
+    assert "return a + b" in (repo / "calc.py").read_text()
