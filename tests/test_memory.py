@@ -204,7 +204,9 @@ def test_the_vector_index_is_built_when_it_pays_and_kept_whole(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
+    from auto_gvpie.inbox import Task
     from auto_gvpie.memory import Memory, embed
+    from auto_gvpie.state import AttemptRecord
     home, name, count, go = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
     embed(["warm up the model before the race"])
     mem = Memory(home)
@@ -213,8 +215,10 @@ WRITER = textwrap.dedent("""
     while not go.exists():
         time.sleep(0.01)
     for n in range(count):
-        remember(mem, f"{name}-{n}", f"{name} task {n}", "code", 1, "tests_failed", "pytest", 1, 0.5,
-                           [f"AssertionError in {name} {n}"], "answer", f"artifacts/{name}-{n}.json", "edit")
+        mem.remember(AttemptRecord(Task(f"{name}-{n}", f"{name} task {n}", "code"), 1, "tests_failed",
+                                   answer="edit", test_command="pytest", exit_code=1, total_seconds=0.5,
+                                   error_lines=(f"AssertionError in {name} {n}",), artifact_kind="answer",
+                                   artifact_path=f"artifacts/{name}-{n}.json"))
         mem.record_task(f"{name}-{n}", f"{name} task {n}", "code", "concurrent writer", "failed", 1, "assert")
         mem.flush()
     mem.close()
