@@ -4,8 +4,9 @@
     python auto_gvpie/view_pixels.py --file examples/pixels/boot_screen.json --png out.png --scale 4
     python auto_gvpie/view_pixels.py --list
 
-Exit codes: 0 shown; 1 the GPU run failed; 2 usage or input error (a missing or
-invalid program: the message names the JSON path, e.g. `ops[3].width: must be > 0`).
+Exit codes: 0 shown; 1 the GPU run failed; 2 usage or input error (a missing,
+unreadable or invalid program: the message names the file and the JSON path,
+e.g. `ops[3].width: must be > 0`, or the line and column of a JSON syntax error).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ if __package__ in (None, ""):  # run as `python auto_gvpie/view_pixels.py` from 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from auto_gvpie.pixels import gpu
-from auto_gvpie.pixels.program import PixelProgram, ValidationError, parse_program
+from auto_gvpie.pixels.program import (MAX_PROGRAM_BYTES, PixelProgram, ValidationError, decode_json,
+                                       parse_program, size_error)
 from auto_gvpie.pixels.render import ascii_preview, render, save_png
 from auto_gvpie.inbox import InboxError, read_inbox
 
@@ -83,20 +85,30 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
+def _read_document(path: Path) -> Any:
+    """Decode a program file: its size is checked before it is read, every JSON problem is a
+    ValidationError (path or line and column), an unreadable file a UsageError."""
+    try:
+        if path.is_dir():
+            raise UsageError(f"{path}: is a directory, not a pixel program file")
+        size = path.stat().st_size
+        if size > MAX_PROGRAM_BYTES:
+            raise size_error(size)
+        with path.open("rb") as fh:  # read no more than the limit: a pipe or device has no size
+            data = fh.read(MAX_PROGRAM_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_PROGRAM_BYTES:
+        raise ValidationError("$", f"the program is more than {MAX_PROGRAM_BYTES:,} bytes; at most "
+                                   f"{MAX_PROGRAM_BYTES:,}")
+    return decode_json(data)
+
+
 def load_program(path: Path) -> PixelProgram:
     """Read and validate a program file (or an artifact record holding one)."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            return parse_program(data)  # the validator words the JSON error with line and column
-        inner = _unwrap(obj)
-        # A bare program goes through the text parser, which also rejects duplicate keys.
-        return parse_program(data) if inner is obj else parse_program(inner)
+        # Decoding keeps duplicate keys, so the validator rejects them in a wrapped program too.
+        return parse_program(_unwrap(_read_document(path)))
     except ValidationError as exc:
         raise InvalidProgram(path, exc) from None
 
@@ -124,8 +136,8 @@ def list_artifacts(home: Path) -> list[ArtifactRow]:
         if not _is_pixel_artifact(path):
             continue
         try:
-            obj = _unwrap(json.loads(path.read_bytes()))
-        except (OSError, ValueError):
+            obj = _unwrap(_read_document(path))
+        except (UsageError, ValidationError):  # unreadable or not JSON: not listed
             continue
         if not isinstance(obj, dict) or obj.get("kind") != "pixel_program":
             continue
@@ -257,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         return show(args)
     except InvalidProgram as exc:
         if args.json:
-            print(json.dumps({"error": str(exc), "source": str(exc.source), "path": exc.error.path,
-                              "rule": exc.error.rule}))
+            report = {"error": str(exc), "source": str(exc.source), "path": exc.error.path, "rule": exc.error.rule}
+            if exc.error.line is not None:
+                report.update(line=exc.error.line, column=exc.error.column)
+            print(json.dumps(report))
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except UsageError as exc:

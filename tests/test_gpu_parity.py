@@ -211,6 +211,26 @@ INVALID_TEXTS = [json.dumps(document) for document, _ in INVALID] + [
     '{"kind": "pixel_program", "version": 1, "canvas": {"width": 1, "height": 1}, '
     '"ops": [{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "\\udc00", "color": [1,2,3]}]}',
 ]
+# Hostile text (issue 10): both readers refuse it, at "$" with a location or at the same path.
+_HEAD = '{"kind": "pixel_program", "version": 1, "canvas": {"width": 8, "height": 8}, "ops": '
+_BIG = '{"kind": "pixel_program", "version": 1, "canvas": {"width": 4096, "height": 4096}, "ops": '
+HOSTILE_TEXTS = [
+    "[" * 100_000,
+    '{"ops": [' + "[" * 100_000,
+    _HEAD + '[{"op": "SET", "x": ' + "9" * 5000 + ', "y": 0, "color": [1, 2, 3]}]}',
+    _HEAD + '[], "metadata": {"f": 0.' + "1" * 100 + "}}",  # 102 characters: too long in metadata too
+    _HEAD + '[], "metadata": {"f": -1e400}}',
+    _HEAD + '[{"op": "SET", "x": NaN, "y": 0, "color": [1, 2, 3]}]}',
+    _HEAD + '[{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "\\ud800", "color": [1, 2, 3]}]}',
+    # The size limit, counted in bytes of the file; the render-cost limit, worded the same by both.
+    _HEAD + "[]}" + " " * 4_000_000,
+    _BIG + "[" + ", ".join(['{"op": "FILL", "color": [1, 2, 3, 4]}'] * 10000) + "]}",
+    _BIG + "[" + ", ".join(['{"op": "CIRCLE", "cx": 9, "cy": 9, "r": 4096, "color": "#ffffff"}'] * 5000) + "]}",
+    _BIG + "[" + ", ".join(['{"op": "LINE", "x1": -9, "y1": 0, "x2": 5000, "y2": 9, "color": [1, 2, 3, 4]}'] * 5000
+                           + ['{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "' + "M" * 256 + '", "scale": 16, '
+                              '"color": [1, 2, 3, 4]}'] * 5000) + "]}",
+]
+INVALID_TEXTS += HOSTILE_TEXTS
 
 
 @pytest.mark.parametrize("text", INVALID_TEXTS)
@@ -244,6 +264,35 @@ def test_unusual_but_valid_programs_are_accepted_by_both(runner, tmp_path, text)
     returncode, stderr = runner_verdict(runner, text, tmp_path)
     assert returncode == 0, stderr
     assert np.array_equal(gpu.read_png(tmp_path / "out.png"), render(parse_program(text.encode("utf-8"))))
+
+
+def test_costs_at_the_limit_are_valid_for_both(runner, tmp_path):
+    """The cost limit is inclusive: one pixel more is refused by both (the valid one is not rendered here:
+    745 translucent 4096x4096 FILLs take long on a software Vulkan device)."""
+    ops = [{"op": "FILL", "color": [1, 2, 3, 4]}] * 745 + [
+        {"op": "RECT", "x": 0, "y": 0, "width": 4096, "height": 1902, "color": [1, 2, 3]},
+        {"op": "RECT", "x": -2048, "y": 4095, "width": 4096, "height": 5, "color": [1, 2, 3]}]
+    assert python_verdict(json.dumps(doc(ops, 4096, 4096))) is None
+    over = json.dumps(doc(ops + [{"op": "SET", "x": 0, "y": 0, "color": [1, 2, 3]}], 4096, 4096))
+    expected = python_verdict(over)
+    assert expected is not None and expected.startswith("ops: render cost 100,000,000,001 exceeds")
+    returncode, stderr = runner_verdict(runner, over, tmp_path)
+    assert returncode == 2 and stderr.splitlines()[-1].split(": ", 2)[2] == expected
+
+
+def test_hostile_and_oversized_files_are_refused_before_reading(runner, tmp_path):
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as fh:
+        fh.truncate(61_000_000)
+    proc = subprocess.run([str(runner), "render", str(huge), "--out", str(tmp_path / "o.png")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"gvpie-runner: {huge}: $: the program is 61,000,000 bytes; at most 4,000,000"
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"kind": "\xe9"}')
+    proc = subprocess.run([str(runner), "render", str(latin), "--out", str(tmp_path / "o.png")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and f"{latin}: $: invalid JSON: not UTF-8" in proc.stderr
 
 
 def test_metadata_size_limit_is_measured_like_python(runner, tmp_path):

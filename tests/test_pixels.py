@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from auto_gvpie.pixels import font
-from auto_gvpie.pixels.program import (MAX_OPS, MAX_TEXT, PixelProgram, ValidationError, json_schema,
-                                       parse_program)
-from auto_gvpie.pixels.render import ascii_preview, render, render_reference, save_png
+from auto_gvpie.pixels.program import (MAX_OPS, MAX_PROGRAM_BYTES, MAX_RENDER_COST, MAX_TEXT, PixelProgram,
+                                       ValidationError, json_schema, op_pixels, parse_program, program_from_answer,
+                                       render_cost)
+from auto_gvpie.pixels.render import _bounds, ascii_preview, covers, render, render_reference, save_png
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples" / "pixels").glob("*.json"))
@@ -451,7 +452,7 @@ def test_invalid_programs_are_rejected_with_their_path(doc, message):
      '"metadata": {"a": {"b": 1, "b": 2}}}', "metadata.a.b: duplicate key"),
     ('{"kind": "pixel_program", "version": 1,\n "canvas": }', "$: invalid JSON at line 2 column 12"),
     ('{"kind": "pixel_program", "version": 1, "canvas": {"width": NaN, "height": 1}, "ops": []}',
-     "$: invalid JSON: NaN is not allowed"),
+     "$: invalid JSON at line 1 column 61: NaN is not valid JSON"),
     ('{"kind": "pixel_program", "version": 1, "canvas": {"width": 1e1, "height": 1}, "ops": []}',
      "canvas.width: must be an integer"),
     ('{"kind": "pixel_program", "version": 1, "canvas": {"width": 1, "height": 1}, '
@@ -648,3 +649,206 @@ def test_arbitrary_documents_are_either_valid_or_rejected_with_a_path(doc):
         assert exc.path and exc.rule
     else:
         assert render(prog).shape == (prog.canvas.height, prog.canvas.width, 4)
+
+
+# --- hostile text, model answers, size and render-cost limits (issue 10) -------
+
+HEAD = '{"kind": "pixel_program", "version": 1, "canvas": {"width": 8, "height": 8}, "ops": '
+BIG_HEAD = '{"kind": "pixel_program", "version": 1, "canvas": {"width": 4096, "height": 4096}, "ops": '
+FILLS_TEXT = BIG_HEAD + "[" + ", ".join(['{"op": "FILL", "color": [1, 2, 3, 4]}'] * MAX_OPS) + "]}"
+FILLS_REFUSED = ("ops: render cost 1,342,177,280,000 exceeds the limit of 100,000,000,000 (weighted pixel writes; "
+                 "most of it: 10,000 translucent FILL ops, 1,342,177,280,000)")
+
+# Documents that are JSON objects (so an answer holding one is about it), and the error each gives.
+HOSTILE = [
+    ('{"ops": [' + "[" * 100_000, "$: invalid JSON at line 1 column 520: nested deeper than 512 levels"),
+    ('{"ops": [' + "[" * 100_000 + "]" * 100_000 + "]}", "$: invalid JSON at line 1 column 520: nested deeper"),
+    (HEAD + '[{"op": "SET", "x": ' + "9" * 5000 + ', "y": 0, "color": [1, 2, 3]}]}',
+     "$: invalid JSON at line 1 column 105: a number of 5000 characters (at most 100)"),
+    (HEAD + '[], "metadata": {"f": 0.' + "1" * 100 + "}}", "$: invalid JSON at line 1 column 107: a number of 102 "),
+    (HEAD + '[], "metadata": {"f": 1e400}}', "$: invalid JSON at line 1 column 107: the number 1e400 is too large"),
+    (HEAD + '[{"op": "SET", "x": NaN, "y": 0, "color": [1, 2, 3]}]}',
+     "$: invalid JSON at line 1 column 105: NaN is not valid JSON"),
+    (HEAD + '[{"op": "SET", "x": -Infinity, "y": 0, "color": [1, 2, 3]}]}',
+     "$: invalid JSON at line 1 column 105: -Infinity is not valid JSON"),
+    (HEAD + '[{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "\\ud800", "color": [1, 2, 3]}]}',
+     "ops[0].text: must not contain unpaired surrogates"),
+    (HEAD + '[], "metadata": {"a": ["x", "\\udfff"]}}', "metadata.a[1]: must not contain unpaired surrogates"),
+    ('{"kind": "pixel_program", "version": 1,\n "canvas": {"width": 8, "height": 8},\n "ops": [' + "{" * 600,
+     "$: invalid JSON at line 3 column 11: Expecting property name enclosed in double quotes"),
+    (FILLS_TEXT, FILLS_REFUSED),
+]
+
+
+@pytest.mark.parametrize("text_, message", HOSTILE, ids=[m[:60] for _, m in HOSTILE])
+def test_hostile_text_is_a_validation_error_with_its_location(text_, message):
+    for source in (text_, text_.encode("utf-8"), b"\xef\xbb\xbf" + text_.encode("utf-8")):
+        with pytest.raises(ValidationError) as err:
+            parse_program(source)
+        assert str(err.value).startswith(message), source[:80]
+        if message.startswith("$: invalid JSON at"):
+            line, column = (int(n) for n in message.split("line ")[1].split(":")[0].split(" column "))
+            assert (err.value.line, err.value.column) == (line, column)
+
+
+@pytest.mark.parametrize("text_, message", HOSTILE, ids=[m[:60] for _, m in HOSTILE])
+def test_hostile_answers_are_validation_errors_located_in_the_answer(text_, message):
+    with pytest.raises(ValidationError) as err:
+        program_from_answer(text_)
+    assert str(err.value).startswith(message)
+    # Wrapped in prose and a fence, two lines down: the line is counted in the whole answer.
+    with pytest.raises(ValidationError) as err:
+        program_from_answer("Here is the program.\n```json\n" + text_ + "\n```\nEnjoy!")
+    if err.value.line is None:
+        assert str(err.value).startswith(message)
+    else:
+        assert err.value.line == int(message.split("line ")[1].split(" ")[0]) + 2
+
+
+def test_deep_arrays_alone_are_rejected_without_recursion():
+    with pytest.raises(ValidationError, match=r"^\$: invalid JSON at line 1 column 513: nested deeper than 512"):
+        parse_program("[" * 100_000)
+    with pytest.raises(ValidationError, match="no JSON object"):
+        program_from_answer("[" * 100_000)
+
+
+def test_a_byte_order_mark_is_accepted_once_and_other_encodings_are_not():
+    text = json.dumps(base())
+    assert parse_program(b"\xef\xbb\xbf" + text.encode()) == parse_program("\ufeff" + text) == parse_program(text)
+    with pytest.raises(ValidationError, match=r"^\$: invalid JSON"):
+        parse_program(b"\xef\xbb\xbf\xef\xbb\xbf" + text.encode())
+    with pytest.raises(ValidationError, match=r"^\$: invalid JSON: not UTF-8 text \(invalid continuation byte "
+                                              r"at line 2, byte 3\)$"):
+        parse_program(b'{"kind":\n "\xe9"}')
+    with pytest.raises(ValidationError, match=r"^\$: invalid JSON: not UTF-8"):
+        parse_program(text.encode("utf-16"))
+
+
+def test_program_text_is_refused_by_size_before_decoding():
+    with pytest.raises(ValidationError) as err:
+        parse_program(" " * 61_000_000 + "[")  # refused before the broken JSON is seen
+    assert str(err.value) == "$: the program is 61,000,001 bytes; at most 4,000,000"
+    with pytest.raises(ValidationError, match="the program is 61,000,001 bytes"):
+        parse_program(b" " * 61_000_000 + b"[")
+    text = json.dumps(base())
+    assert parse_program(text + " " * (MAX_PROGRAM_BYTES - len(text)))  # exactly the limit
+    with pytest.raises(ValidationError, match="the program is 4,000,001 bytes"):
+        parse_program(text + " " * (MAX_PROGRAM_BYTES + 1 - len(text)))
+    named = json.dumps(base(name="\u00e9" * 64), ensure_ascii=False)  # bytes, not characters, are counted
+    assert len(named.encode()) == len(named) + 64
+    with pytest.raises(ValidationError, match="the program is 4,000,064 bytes"):
+        parse_program(named + " " * (MAX_PROGRAM_BYTES - len(named)))  # 4,000,000 characters
+
+
+def test_oversized_answers_are_refused_by_size():
+    with pytest.raises(ValidationError) as err:
+        program_from_answer("Sure! " + json.dumps(base()) + " " * MAX_PROGRAM_BYTES)
+    size = len("Sure! " + json.dumps(base())) + MAX_PROGRAM_BYTES
+    assert str(err.value) == f"$: the answer is {size:,} bytes; at most 4,000,000"
+
+
+def test_answers_bare_fenced_or_in_prose():
+    text = json.dumps(base(name="x"), indent=2)
+    for answer in (text, f"```json\n{text}\n```", f"```\n{text}\n```", f"Here you go:\n\n{text}\n\nThat draws it.",
+                   f"I'll draw {{a square}} now.\n```JSON\n{text}\n```", f"Ops look like {{\"op\": \"FILL\", "
+                   f"\"color\": \"fg\"}}; the program:\n{text}"):
+        document, prog = program_from_answer(answer)
+        assert document == json.loads(text) and prog == parse_program(text)
+
+
+def test_answers_with_broken_or_no_json_say_so():
+    text = json.dumps(base(), indent=2)
+    broken = text.replace('"ops": [', '"ops": [ {"op": "FILL", "color": "fg"}', 1)  # a missing comma
+    with pytest.raises(ValidationError) as err:
+        program_from_answer(f"Here:\n```json\n{broken}\n```")
+    assert err.value.path == "$" and "Expecting ',' delimiter" in err.value.rule
+    # The error is on the line after "ops" (the comma is missing there), two lines into the answer.
+    assert (err.value.line, err.value.column) == (2 + broken[:broken.index("ops")].count("\n") + 2, 5)
+    for answer in ("I cannot draw that.", "", "{the program}", "{" * 1_000_000, "{x" * 1_000_000):
+        with pytest.raises(ValidationError) as err:
+            program_from_answer(answer)
+        assert str(err.value) == "$: the answer contains no JSON object; answer with the pixel program JSON only"
+    with pytest.raises(ValidationError, match="^\\$: invalid JSON at line 1 column 2: Expecting property name"):
+        program_from_answer("{'kind': 'pixel_program'}")
+    for answer in ('{"' * 1_000_000, '{"a": 1}' * 400_000):  # tried a bounded number of times
+        with pytest.raises(ValidationError):
+            program_from_answer(answer)
+
+
+def test_answers_are_validated_with_paths_and_duplicate_keys():
+    with pytest.raises(ValidationError, match=r"^ops\[3\]\.width: must be > 0$"):
+        program_from_answer("Program:\n" + json.dumps(with_op(3, width=0)))
+    with pytest.raises(ValidationError, match="^canvas.width: duplicate key$"):
+        program_from_answer(HEAD.replace('"width": 8', '"width": 8, "width": 8') + "[]}")
+    with pytest.raises(ValidationError, match="^kind: required$"):
+        program_from_answer('{"canvas": {"width": 8, "height": 8}, "ops": []}')
+    with pytest.raises(ValidationError) as err:
+        program_from_answer("```json\n" + FILLS_TEXT + "\n```")
+    assert str(err.value) == FILLS_REFUSED and err.value.path == "ops"
+
+
+def translucent_fills(n: int, size: int = 4096) -> dict:
+    return base(canvas={"width": size, "height": size}, palette={}, ops=[{"op": "FILL", "color": [1, 2, 3, 4]}] * n)
+
+
+def test_render_cost_refuses_translucent_full_canvas_fills_and_circles():
+    with pytest.raises(ValidationError) as err:
+        parse_program(translucent_fills(MAX_OPS))
+    assert str(err.value) == FILLS_REFUSED
+    circles = base(canvas={"width": 4096, "height": 4096}, palette={},
+                   ops=[{"op": "CIRCLE", "cx": 2048, "cy": 2048, "r": 4096, "color": [9, 9, 9, 9]}] * MAX_OPS)
+    with pytest.raises(ValidationError, match=r"^ops: render cost 10,737,418,240,000 exceeds .* 10,000 translucent "
+                                              r"CIRCLE ops, 10,737,418,240,000\)$"):
+        parse_program(circles)
+
+
+def test_render_cost_counts_only_what_the_renderer_draws():
+    hidden = translucent_fills(MAX_OPS - 1)
+    hidden["ops"] = hidden["ops"] + [{"op": "FILL", "color": [0, 0, 0]}]
+    assert render_cost(parse_program(hidden)) == 4096 * 4096  # the last opaque FILL hides the rest
+    clear = translucent_fills(MAX_OPS)
+    clear["ops"] = [{"op": "FILL", "color": [1, 2, 3, 0]}] * MAX_OPS
+    assert render_cost(parse_program(clear)) == 0
+
+
+def test_render_cost_limit_is_inclusive():
+    ops = [{"op": "FILL", "color": [1, 2, 3, 4]}] * 745 + [
+        {"op": "RECT", "x": 0, "y": 0, "width": 4096, "height": 1902, "color": [1, 2, 3]},
+        {"op": "RECT", "x": -2048, "y": 4095, "width": 4096, "height": 5, "color": [1, 2, 3]}]
+    doc = base(canvas={"width": 4096, "height": 4096}, palette={}, ops=ops)
+    assert render_cost(parse_program(doc)) == MAX_RENDER_COST
+    doc["ops"] = ops + [{"op": "SET", "x": 0, "y": 0, "color": [1, 2, 3]}]
+    with pytest.raises(ValidationError, match=r"^ops: render cost 100,000,000,001 exceeds the limit of "
+                                              r"100,000,000,000 \(weighted pixel writes; most of it: 745 "
+                                              r"translucent FILL ops, 99,992,207,360\)$"):
+        parse_program(doc)
+
+
+def test_examples_and_the_benchmark_programs_are_far_below_the_limit():
+    sys.path.insert(0, str(ROOT))
+    from bench.programs import mixed_program
+    for path in EXAMPLES:
+        assert render_cost(parse_program(path.read_bytes())) < MAX_RENDER_COST // 100_000
+    # The documented measurement: 5.9 s to render on the 2-core machine.
+    assert render_cost(parse_program(mixed_program(4096, 4096, 10000, 2))) == 46_752_564_353
+    assert render_cost(parse_program(mixed_program(512, 512, 2000, 1))) == 187_031_902
+
+
+@settings(max_examples=150, deadline=None)
+@given(w=st.integers(1, 24), h=st.integers(1, 24), op=extreme_op | op_strategy)
+def test_op_pixels_are_the_clipped_pixels_the_renderer_touches(w, h, op):
+    prog = program([{"color": [1, 2, 3], **op}], w, h, palette={"p0": [10, 200, 30, 100]})
+    (parsed,) = prog.ops
+    hits = sum(covers(parsed, x, y) for x in range(w) for y in range(h))
+    counted = op_pixels(parsed, w, h)
+    x0, x1, y0, y1 = _bounds(parsed, w, h)
+    box = max(0, x1 - x0) * max(0, y1 - y0)
+    name = op.get("op")
+    if name in ("FILL", "SET") or (name == "RECT"):
+        assert counted == hits
+    elif name == "LINE":
+        dx, dy = abs(parsed.x2 - parsed.x1), abs(parsed.y2 - parsed.y1)
+        assert counted == (max(0, x1 - x0) if dx >= dy and (dx or dy) else max(0, y1 - y0) if dx or dy else hits)
+        assert counted >= hits
+    else:
+        assert counted == box >= hits

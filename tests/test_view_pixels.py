@@ -110,6 +110,88 @@ def test_bad_files_exit_2_naming_the_problem(tmp_path: Path, content: str, messa
     assert "Traceback" not in proc.stderr
 
 
+PROGRAM_HEAD = '{"kind": "pixel_program", "version": 1, "canvas": {"width": 8, "height": 8}, "ops": '
+FILLS = ('{"kind": "pixel_program", "version": 1, "canvas": {"width": 4096, "height": 4096}, "ops": ['
+         + ", ".join(['{"op": "FILL", "color": [1, 2, 3, 4]}'] * 10000) + "]}")
+HOSTILE_FILES = [  # content, expected message after "error: FILE: ", line and column (None: a JSON path)
+    ("[" * 100_000, "$: invalid JSON at line 1 column 513: nested deeper than 512 levels", (1, 513)),
+    ('{"ops": [' + "[" * 100_000, "$: invalid JSON at line 1 column 520: nested deeper than 512 levels", (1, 520)),
+    (PROGRAM_HEAD + '\n[{"op": "SET", "x": ' + "9" * 5000 + ', "y": 0, "color": [1, 2, 3]}]}',
+     "$: invalid JSON at line 2 column 21: a number of 5000 characters (at most 100)", (2, 21)),
+    (PROGRAM_HEAD + '[{"op": "WRITE_TEXT", "x": 0, "y": 0, "text": "a\\ud800", "color": [1, 2, 3]}]}',
+     "ops[0].text: must not contain unpaired surrogates", None),
+    (PROGRAM_HEAD + '[{"op": "SET", "x": NaN, "y": 0, "color": [1, 2, 3]}]}',
+     "$: invalid JSON at line 1 column 105: NaN is not valid JSON", (1, 105)),
+    ('{"task_id": "t", "program": ' + PROGRAM_HEAD + '[{"op": "SET", "x": 1e999, "y": 0, "color": [1, 2, 3]}]}}',
+     "$: invalid JSON at line 1 column 133: the number 1e999 is too large", (1, 133)),
+    (FILLS, "ops: render cost 1,342,177,280,000 exceeds the limit of 100,000,000,000 (weighted pixel writes; "
+            "most of it: 10,000 translucent FILL ops, 1,342,177,280,000)", None),
+    ('{"task_id": "t", "program": ' + FILLS + "}", "ops: render cost 1,342,177,280,000 exceeds", None),
+]
+
+
+@pytest.mark.parametrize("content, message, where", HOSTILE_FILES, ids=[m[:50] for _, m, _ in HOSTILE_FILES])
+def test_hostile_files_exit_2_with_the_file_and_location(tmp_path: Path, content: str, message: str, where):
+    path = tmp_path / "hostile.json"
+    path.write_text(content, encoding="utf-8")
+    proc = view("--file", str(path), "--png", str(tmp_path / "never.png"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {path}: {message}"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "never.png").exists()
+    as_json = view("--file", str(path), "--json", cwd=tmp_path)
+    assert as_json.returncode == 2 and "Traceback" not in as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["source"] == str(path) and report["error"].startswith(f"{path}: {message}")
+    if where is None:
+        assert report["path"] == message.split(":")[0] and "line" not in report
+    else:
+        assert report["path"] == "$" and (report["line"], report["column"]) == where
+
+
+def test_oversized_file_is_refused_by_size_before_reading(tmp_path: Path):
+    path = tmp_path / "huge.json"
+    with path.open("wb") as fh:
+        fh.truncate(61_000_000)  # sparse: no disk, no reading
+    proc = view("--file", str(path), "--json", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout) == {
+        "error": f"{path}: $: the program is 61,000,000 bytes; at most 4,000,000", "source": str(path),
+        "path": "$", "rule": "the program is 61,000,000 bytes; at most 4,000,000"}
+
+
+def test_directory_and_non_utf8_files_exit_2(tmp_path: Path):
+    proc = view("--file", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr == f"error: {tmp_path}: is a directory, not a pixel program file\n"
+    as_json = view("--file", str(tmp_path), "--json", cwd=tmp_path)
+    assert as_json.returncode == 2 and str(tmp_path) in json.loads(as_json.stdout)["error"]
+    latin = tmp_path / "latin1.json"
+    latin.write_bytes('{"kind": "pixel_program",\n "name": "caf\u00e9"}'.encode("latin-1"))
+    proc = view("--file", str(latin), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {latin}: $: invalid JSON: not UTF-8 text (invalid continuation byte at "
+                                  f"line 2, byte 14)")
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + BOOT.read_bytes())
+    proc = view("--file", str(path), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["name"] == "boot_screen"
+
+
+def test_list_skips_hostile_and_oversized_artifacts(home: Path, tmp_path: Path):
+    (home / "artifacts" / "deep.json").write_text("[" * 100_000)
+    (home / "artifacts" / "digits.json").write_text('{"kind": "pixel_program", "n": ' + "9" * 5000 + "}")
+    with (home / "artifacts" / "huge.json").open("wb") as fh:
+        fh.truncate(61_000_000)
+    (home / "artifacts" / "costly.json").write_text(FILLS)
+    proc = view("--list", "--json", "--home", str(home), cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    rows = {row["id"]: row for row in json.loads(proc.stdout)["artifacts"]}
+    assert set(rows) == {"boot-screen", "draw-logo", "costly"}
+    assert rows["costly"]["error"].startswith("ops: render cost 1,342,177,280,000 exceeds")
+
+
 def test_artifact_record_wrapping_a_program_is_shown(tmp_path: Path):
     path = tmp_path / "record.json"
     path.write_text(json.dumps({"task_id": "t1", "program": pixel_doc("wrapped", 10, 4, 3)}))

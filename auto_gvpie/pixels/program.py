@@ -2,7 +2,11 @@
 
 `parse_program(text_or_obj)` turns JSON text or a decoded object into a
 typed `PixelProgram`, or raises `ValidationError` naming the JSON path and the
-broken rule, e.g. ``ops[3].width: must be > 0``.
+broken rule, e.g. ``ops[3].width: must be > 0``. `program_from_answer(text)`
+does the same for a model's answer, which may wrap the program in prose or a
+fenced block. Hostile text (too large, nested 100,000 deep, a 5,000-digit
+number, lone surrogates, NaN) is a `ValidationError` too, never another
+exception; so is a program whose rendering would cost too much (`render_cost`).
 
 ``python -m auto_gvpie.pixels --schema`` prints the JSON Schema;
 ``python -m auto_gvpie.pixels FILE`` validates a file.
@@ -16,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from auto_gvpie import jsontext
+
 logger = logging.getLogger(__name__)
 
 MAX_CANVAS_SIDE = 4096
@@ -27,6 +33,25 @@ MAX_NAME = 64
 MAX_METADATA_BYTES = 4096
 COORD_LIMIT = 8192
 MAX_EXTENT = 8192
+# The document text, in UTF-8 bytes, checked before it is decoded. Real programs are far smaller
+# (the examples are 1-2 KB; bench/programs.py's 10,000-op 4096x4096 program is 0.93 MB compact and
+# 1.74 MB with indent=2, as the engine writes artifacts); a 61 MB program took 11.5 s and 1.4 GB
+# to decode before this limit.
+MAX_PROGRAM_BYTES = 4_000_000
+
+# Render cost (docs/pixel_programs.md, "Limits and cost"): the canvas pixels each op makes the CPU
+# renderer touch, after clipping, times a weight. Measured with `render` on a 2-core Xeon (load < 1),
+# 4096x4096 canvas: opaque block copy 0.14 ns/pixel, translucent block blend 1.0 ns, CIRCLE and
+# WRITE_TEXT masks 7-9 ns per bounding-box pixel (either alpha), LINE 17 ns (opaque) and 35 ns
+# (translucent) per point. One cost unit is thus about 0.125 ns there: bench/programs.py's
+# mixed_program(4096, 4096, 10000, 2) costs 46,752,564,353 (5.8 s predicted, 5.9 s measured);
+# 10,000 translucent full-canvas FILLs cost 1,342,177,280,000 (168 s predicted, 169 s measured);
+# 10,000 translucent full-canvas CIRCLEs 10,737,418,240,000 (about 22 minutes).
+COST_WEIGHTS = {  # op: (opaque, translucent) weight per touched pixel
+    "FILL": (1, 8), "SET": (1, 8), "RECT": (1, 8),
+    "LINE": (128, 256), "CIRCLE": (64, 64), "WRITE_TEXT": (64, 64),
+}
+MAX_RENDER_COST = 100_000_000_000  # about 12.5 s of CPU rendering on that machine (at least 9 s, at most ~20 s)
 
 PALETTE_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,31}"
 _PALETTE_NAME_RE = re.compile(PALETTE_NAME_PATTERN)
@@ -37,12 +62,17 @@ OP_NAMES = ("FILL", "SET", "RECT", "LINE", "CIRCLE", "WRITE_TEXT")
 
 
 class ValidationError(ValueError):
-    """A program breaks a rule; `path` is the JSON path, `rule` says which rule."""
+    """A program breaks a rule; `path` is the JSON path, `rule` says which rule.
 
-    def __init__(self, path: str, rule: str):
+    For JSON syntax errors the path is `$` and `line`, `column` (1-based) say where.
+    """
+
+    def __init__(self, path: str, rule: str, *, line: int | None = None, column: int | None = None):
         super().__init__(f"{path}: {rule}")
         self.path = path
         self.rule = rule
+        self.line = line
+        self.column = column
 
 
 @dataclass(frozen=True)
@@ -166,26 +196,130 @@ class PixelProgram:
         return doc
 
 
-MAX_DEPTH = 512  # JSON nesting; the GPU runner's reader stops at the same depth
+MAX_DEPTH = jsontext.MAX_DEPTH  # JSON nesting; the GPU runner's reader stops at the same depth
 
 
 def parse_program(source: str | bytes | dict[str, Any]) -> PixelProgram:
     """Parse JSON text (duplicate keys rejected) or validate an already decoded object."""
-    document = _decode(source) if isinstance(source, (str, bytes, bytearray)) else source
-    if _depth(document) > MAX_DEPTH:
+    document = decode_json(source) if isinstance(source, (str, bytes, bytearray)) else source
+    if jsontext.depth(document) > MAX_DEPTH:
         raise ValidationError("$", f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
     return _program(document)
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of a decoded document, without recursion (a hostile one may be very deep)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
+def program_from_answer(text: str) -> tuple[dict[str, Any], PixelProgram]:
+    """The first JSON object in a model's answer (bare, fenced or wrapped in prose), validated.
+
+    Returns the decoded document and the program. Every bad answer raises `ValidationError`:
+    too large (`$`), no JSON object (`$`), invalid JSON (`$`, with line and column in the
+    answer), too deep or a huge number (`$`, line and column), a lone surrogate (its JSON
+    path), or any rule of the language (its JSON path).
+    When the answer holds several objects, the first with a "kind" field wins (an example op
+    quoted in prose does not hide the program); without one, the first object or the first
+    syntax error in something that starts like a JSON object, whichever comes first.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        _check_size(text, "answer")
+        try:
+            text = bytes(text).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValidationError("$", f"invalid JSON: not UTF-8 text ({exc.reason})") from None
+    _check_size(text, "answer")
+    document = _find_document(text)
+    return document, _program(document)
+
+
+def decode_json(source: str | bytes | bytearray) -> Any:
+    """The JSON reader of `parse_program`: size limit, then decoding that keeps duplicate keys
+    (for the validator to reject) and turns every problem into a `ValidationError`."""
+    _check_size(source, "program")
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            source = bytes(source).decode("utf-8")  # jsontext skips one byte-order mark, as the runner does
+        except UnicodeDecodeError as exc:
+            line = source.count(b"\n", 0, exc.start) + 1
+            byte = exc.start - source.rfind(b"\n", 0, exc.start)
+            raise ValidationError("$", f"invalid JSON: not UTF-8 text ({exc.reason} at line {line}, byte {byte})",
+                                  line=line) from None
+    try:
+        return jsontext.loads(source, object_pairs_hook=_pairs_hook, max_depth=MAX_DEPTH)
+    except jsontext.JSONTextError as exc:
+        raise _json_error(exc, source.removeprefix("\ufeff")) from None  # offsets follow the mark
+
+
+def _check_size(source: str | bytes | bytearray, what: str) -> None:
+    if isinstance(source, str):
+        if len(source) * 4 <= MAX_PROGRAM_BYTES:  # at most 4 UTF-8 bytes per character
+            return
+        size = len(source.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(source)
+    if size > MAX_PROGRAM_BYTES:
+        raise ValidationError("$", f"the {what} is {size:,} bytes; at most {MAX_PROGRAM_BYTES:,}")
+
+
+def size_error(size: int) -> ValidationError:
+    """The error for a program file of `size` bytes over the limit (checked before reading it)."""
+    return ValidationError("$", f"the program is {size:,} bytes; at most {MAX_PROGRAM_BYTES:,}")
+
+
+def _json_error(exc: jsontext.JSONTextError, source: str, base: int = 0) -> ValidationError:
+    """A ValidationError for a JSONTextError at offset `base` + exc.offset of `source`."""
+    if exc.path is not None:
+        return ValidationError(exc.path, "must not contain unpaired surrogates")
+    if exc.offset is None:
+        return ValidationError("$", f"invalid JSON: {exc.message}")
+    line, column = jsontext.line_col(source, base + exc.offset)
+    return ValidationError("$", f"invalid JSON at line {line} column {column}: {exc.message}",
+                           line=line, column=column)
+
+
+_FENCE_RE = re.compile(r"```[\w+-]*[ \t]*\r?\n(.*?)```", re.S)  # any info string: json, JSON, ...
+# Where a JSON object (or a Python dict, to name its error) can begin: `{` then `"`, `'` or `}`.
+_OBJECT_START_RE = re.compile(r"\{\s*[\"'}]")
+# Objects tried in one answer. A real answer holds a few; Python's JSONDecodeError counts the lines
+# before the error, so a million broken objects would take minutes (quadratic) without a cap.
+MAX_ANSWER_OBJECTS = 100
+_NO_JSON = "the answer contains no JSON object; answer with the pixel program JSON only"
+
+
+def _is_syntax_error(exc: jsontext.JSONTextError) -> bool:
+    """Python's own JSON syntax errors; the others (depth, numbers, NaN, surrogates) are definite."""
+    return exc.path is None and exc.offset is not None and exc.message.startswith(
+        ("Expecting", "Unterminated", "Invalid", "Extra data"))
+
+
+def _find_document(text: str) -> dict[str, Any]:
+    """Fenced blocks first, then the whole answer; linear time, at most MAX_ANSWER_OBJECTS tries."""
+    spans = [(m.start(1), m.end(1)) for m in _FENCE_RE.finditer(text)] + [(0, len(text))]
+    fallback: dict[str, Any] | ValidationError | None = None
+    tries = 0
+    for start, end in spans:
+        chunk = text[start:end]
+        match = _OBJECT_START_RE.search(chunk)
+        while match and tries < MAX_ANSWER_OBJECTS:
+            tries += 1
+            pos = match.start()
+            try:
+                value, resume = jsontext.decode_at(chunk, pos, object_pairs_hook=_pairs_hook, max_depth=MAX_DEPTH)
+            except jsontext.JSONTextError as exc:
+                if not _is_syntax_error(exc):
+                    raise _json_error(exc, text, start) from None
+                if fallback is None:
+                    fallback = _json_error(exc, text, start)
+                # The objects nested before the error are parts of the broken one, not answers.
+                resume = max(pos + 1, exc.offset)
+            else:
+                if "kind" in value:
+                    return value
+                if fallback is None:
+                    fallback = value
+            match = _OBJECT_START_RE.search(chunk, resume)
+    if fallback is None:
+        raise ValidationError("$", _NO_JSON)
+    if isinstance(fallback, ValidationError):
+        raise fallback
+    return fallback
 
 
 class _KeyedDict(dict):
@@ -203,21 +337,6 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> _KeyedDict:
         obj[key] = value
     obj.duplicates = tuple(dups)
     return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValidationError("$", f"invalid JSON: {name} is not allowed")
-
-
-def _decode(text: str | bytes | bytearray) -> Any:
-    try:
-        return json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ValidationError("$", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise ValidationError("$", f"invalid UTF-8: {exc.reason}") from None
-    except RecursionError:
-        raise ValidationError("$", f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
 
 
 def _key(path: str, key: str) -> str:
@@ -378,11 +497,84 @@ def _program(obj: Any) -> PixelProgram:
         raise ValidationError("ops", f"at most {MAX_OPS} items")
     ops = tuple(_op(raw, f"ops[{i}]", palette) for i, raw in enumerate(raw_ops))
     metadata = _metadata(doc["metadata"]) if "metadata" in doc else None
-    return PixelProgram(canvas=Canvas(*sides), ops=ops, name=name, palette=palette, metadata=metadata)
+    program = PixelProgram(canvas=Canvas(*sides), ops=ops, name=name, palette=palette, metadata=metadata)
+    _check_cost(program)
+    return program
+
+
+_OP_NAME = {Fill: "FILL", SetPixel: "SET", Rect: "RECT", Line: "LINE", Circle: "CIRCLE", WriteText: "WRITE_TEXT"}
+
+
+def _span(low: int, high: int, size: int) -> int:
+    """How many of the integers low..high-1 lie in 0..size-1."""
+    return max(0, min(high, size) - max(low, 0))
+
+
+def op_pixels(op: Op, width: int, height: int) -> int:
+    """The canvas pixels the CPU renderer touches for `op` (after clipping), as the cost counts them:
+    a CIRCLE or WRITE_TEXT its clipped bounding box (the mask is computed over all of it), a LINE
+    its clipped major-axis length."""
+    if isinstance(op, Fill):
+        return width * height
+    if isinstance(op, SetPixel):
+        return _span(op.x, op.x + 1, width) * _span(op.y, op.y + 1, height)
+    if isinstance(op, Rect):
+        across = _span(op.x, op.x + op.width, width)
+        if op.fill or op.width <= 2 or op.height <= 2:
+            return across * _span(op.y, op.y + op.height, height)
+        bottom, right = op.y + op.height - 1, op.x + op.width - 1
+        inner = _span(op.y + 1, bottom, height)
+        return (across * (_span(op.y, op.y + 1, height) + _span(bottom, bottom + 1, height))
+                + inner * (_span(op.x, op.x + 1, width) + _span(right, right + 1, width)))
+    if isinstance(op, Line):
+        dx, dy = op.x2 - op.x1, op.y2 - op.y1
+        if dx == 0 and dy == 0:
+            return _span(op.x1, op.x1 + 1, width) * _span(op.y1, op.y1 + 1, height)
+        if abs(dx) >= abs(dy):
+            return _span(min(op.x1, op.x2), max(op.x1, op.x2) + 1, width)
+        return _span(min(op.y1, op.y2), max(op.y1, op.y2) + 1, height)
+    if isinstance(op, Circle):
+        return (_span(op.cx - op.r, op.cx + op.r + 1, width) * _span(op.cy - op.r, op.cy + op.r + 1, height))
+    advance = 8 * op.scale
+    return _span(op.x, op.x + len(op.text) * advance, width) * _span(op.y, op.y + advance, height)
+
+
+def _cost_parts(program: PixelProgram) -> dict[tuple[str, bool], list[int]]:
+    """Per (op name, translucent): [number of ops, cost]. Ops the renderer skips cost nothing:
+    those with alpha 0 and those before the last opaque FILL."""
+    ops = program.ops
+    start = next((i for i in range(len(ops) - 1, -1, -1) if isinstance(ops[i], Fill) and ops[i].color.a == 255), 0)
+    parts: dict[tuple[str, bool], list[int]] = {}
+    for op in ops[start:]:
+        if op.color.a == 0:
+            continue
+        name, translucent = _OP_NAME[type(op)], op.color.a < 255
+        part = parts.setdefault((name, translucent), [0, 0])
+        part[0] += 1
+        part[1] += op_pixels(op, program.canvas.width, program.canvas.height) * COST_WEIGHTS[name][translucent]
+    return parts
+
+
+def render_cost(program: PixelProgram) -> int:
+    """The program's render cost (weighted pixel writes, see COST_WEIGHTS); at most MAX_RENDER_COST."""
+    return sum(cost for _count, cost in _cost_parts(program).values())
+
+
+def _check_cost(program: PixelProgram) -> None:
+    parts = _cost_parts(program)
+    total = sum(cost for _count, cost in parts.values())
+    if total <= MAX_RENDER_COST:
+        return
+    (name, translucent), (count, cost) = max(
+        sorted(parts.items(), key=lambda item: (OP_NAMES.index(item[0][0]), item[0][1])),
+        key=lambda item: item[1][1])  # max keeps the first of equals: in OP_NAMES order, opaque first
+    raise ValidationError("ops", f"render cost {total:,} exceeds the limit of {MAX_RENDER_COST:,} (weighted pixel "
+                                 f"writes; most of it: {count:,} {'translucent ' if translucent else ''}{name} "
+                                 f"ops, {cost:,})")
 
 
 def _op_to_json(op: Op) -> dict[str, Any]:
-    name = {Fill: "FILL", SetPixel: "SET", Rect: "RECT", Line: "LINE", Circle: "CIRCLE", WriteText: "WRITE_TEXT"}[type(op)]
+    name = _OP_NAME[type(op)]
     out: dict[str, Any] = {"op": name}
     for fname, _kind, _bounds, _default in _OP_FIELDS[name][1]:
         out[fname] = getattr(op, fname)

@@ -1,15 +1,18 @@
 //! A JSON reader that keeps what the pixel-program rules need and serde_json
 //! throws away: every key as written (duplicates are errors, not overwrites)
 //! and whether a number was written as an integer (`-0` is one, `3.0` is not).
-//! It accepts what Python's `json.loads` accepts, minus `NaN`/`Infinity`
-//! (which the Python validator rejects too) and unpaired surrogate escapes in
-//! keys; in string values they are kept track of, since the validator names
-//! the field they spoil.
+//! It accepts what Python's `json.loads` accepts, minus what the Python reader
+//! (`auto_gvpie/jsontext.py`) refuses too: `NaN`/`Infinity`, numbers longer
+//! than 100 characters or too large for a finite float, nesting deeper than
+//! 512 levels, and unpaired surrogate escapes in keys; in string values they
+//! are kept track of, since the validator names the field they spoil.
 
 use std::fmt;
 
 /// Nesting deeper than this is refused rather than risking the stack.
 pub const MAX_DEPTH: usize = 512;
+/// Longer numbers are refused, as by the Python reader (`auto_gvpie/jsontext.py`).
+pub const MAX_NUMBER_CHARS: usize = 100;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
@@ -308,12 +311,24 @@ impl Reader<'_> {
             }
         }
         let literal = &self.text[start..self.pos];
+        if literal.len() > MAX_NUMBER_CHARS {
+            self.pos = start;
+            return self.error(format!(
+                "a number of {} characters (at most {MAX_NUMBER_CHARS})",
+                literal.len()
+            ));
+        }
         if self.pos == int_end {
             return Ok(literal
                 .parse::<i128>()
                 .map_or_else(|_| Json::BigInt(literal.to_owned()), Json::Int));
         }
-        Ok(Json::Float(literal.parse::<f64>().unwrap_or(f64::NAN)))
+        let value = literal.parse::<f64>().unwrap_or(f64::NAN);
+        if !value.is_finite() {
+            self.pos = start;
+            return self.error(format!("the number {literal} is too large"));
+        }
+        Ok(Json::Float(value))
     }
 }
 
@@ -339,7 +354,26 @@ mod tests {
         assert_eq!(parse("-2.5E-1").unwrap(), Json::Float(-0.25));
         let big = "123456789012345678901234567890123456789012";
         assert_eq!(parse(big).unwrap(), Json::BigInt(big.into()));
-        assert!(matches!(parse("1e400").unwrap(), Json::Float(f) if f.is_infinite()));
+        assert_eq!(parse("1e-400").unwrap(), Json::Float(0.0));
+    }
+
+    #[test]
+    fn refuses_huge_and_long_numbers_where_they_start() {
+        let err = parse("1e400").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 1));
+        assert_eq!(err.message, "the number 1e400 is too large");
+        assert!(parse("[-1e400]").unwrap_err().message.contains("too large"));
+        let longest = "9".repeat(MAX_NUMBER_CHARS);
+        assert!(matches!(parse(&longest).unwrap(), Json::BigInt(_)));
+        let digits = format!("{{\"x\":\n  {}}}", "9".repeat(5000));
+        let err = parse(&digits).unwrap_err();
+        assert_eq!((err.line, err.column), (2, 3));
+        assert_eq!(err.message, "a number of 5000 characters (at most 100)");
+        let fraction = format!("0.{}", "1".repeat(MAX_NUMBER_CHARS - 1));
+        assert!(parse(&fraction)
+            .unwrap_err()
+            .message
+            .starts_with("a number of 101"));
     }
 
     #[test]
@@ -424,5 +458,12 @@ mod tests {
         assert!(parse(&ok).is_ok());
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert!(parse(&deep).is_err());
+        let hostile = format!("{{\"ops\": [{}", "[".repeat(100_000));
+        let err = parse(&hostile).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!("nested deeper than {MAX_DEPTH} levels")
+        );
+        assert!(parse(&"{\"a\":".repeat(100_000)).is_err());
     }
 }

@@ -11,7 +11,7 @@ mod json;
 mod program;
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -170,8 +170,7 @@ fn render(
     let mut programs = Vec::with_capacity(paths.len());
     for path in paths {
         let t = Instant::now();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?;
+        let text = read_program(path)?;
         // Python's json.loads(bytes), which the CPU side uses, skips a UTF-8 byte-order mark.
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let program = program::parse_program(text)
@@ -221,6 +220,7 @@ fn render(
                             "device_type": gpu.adapter.device_type, "driver": gpu.adapter.driver},
                 "canvas": {"width": program.width, "height": program.height},
                 "n_ops": program.ops.len(),
+                "render_cost": program::render_cost(program),
                 "tile_size": bins.grid.tile,
                 "tile_entries": bins.ops.len(),
                 "compute_timer": if dispatched.gpu_ms.is_some() { "timestamp_query" } else { "wall" },
@@ -242,6 +242,37 @@ fn render(
         }
     }
     Ok(())
+}
+
+/// The program's text; its size is checked before it is read (a pipe is read up to the limit).
+fn read_program(path: &Path) -> Result<String, Failure> {
+    let cannot =
+        |e: std::io::Error| Failure::Input(format!("{}: cannot read: {e}", path.display()));
+    let too_big =
+        |size: u64| Failure::Input(format!("{}: {}", path.display(), program::size_error(size)));
+    let file = File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_err(cannot)?.len();
+    if size > program::MAX_PROGRAM_BYTES as u64 {
+        return Err(too_big(size));
+    }
+    let mut bytes = Vec::new();
+    file.take(program::MAX_PROGRAM_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() > program::MAX_PROGRAM_BYTES {
+        let limit = program::thousands(program::MAX_PROGRAM_BYTES as u64);
+        return Err(Failure::Input(format!(
+            "{}: $: the program is more than {limit} bytes; at most {limit}",
+            path.display()
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Failure::Input(format!(
+            "{}: $: invalid JSON: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 fn png_name(program: &Path) -> PathBuf {

@@ -17,6 +17,20 @@ pub const MAX_METADATA_BYTES: usize = 4096;
 pub const COORD_LIMIT: i64 = 8192;
 pub const MAX_EXTENT: i64 = 8192;
 pub const MAX_SCALE: i64 = 16;
+/// The document text in bytes, checked before decoding (docs/pixel_programs.md, "Limits and cost").
+pub const MAX_PROGRAM_BYTES: usize = 4_000_000;
+/// The render cost limit: weighted pixel writes, about 12.5 s of CPU rendering (measurements in
+/// docs/pixel_programs.md and `auto_gvpie/pixels/program.py`, whose formula this one repeats).
+pub const MAX_RENDER_COST: u64 = 100_000_000_000;
+/// Per op name, in OP_NAMES order: (opaque, translucent) weight per touched pixel.
+const COST_WEIGHTS: [(&str, u64, u64); 6] = [
+    ("FILL", 1, 8),
+    ("SET", 1, 8),
+    ("RECT", 1, 8),
+    ("LINE", 128, 256),
+    ("CIRCLE", 64, 64),
+    ("WRITE_TEXT", 64, 64),
+];
 
 const OP_NAMES: &str = "FILL, SET, RECT, LINE, CIRCLE, WRITE_TEXT";
 const COLOUR_FORMS: &str =
@@ -111,9 +125,166 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// `$: the program is N bytes; at most 4,000,000`, for text (or a file) over the size limit.
+pub fn size_error(size: u64) -> ValidationError {
+    ValidationError {
+        path: "$".into(),
+        rule: format!(
+            "the program is {} bytes; at most {}",
+            thousands(size),
+            thousands(MAX_PROGRAM_BYTES as u64)
+        ),
+    }
+}
+
 pub fn parse_program(text: &str) -> Result<Program, LoadError> {
+    if text.len() > MAX_PROGRAM_BYTES {
+        return Err(LoadError::Invalid(size_error(text.len() as u64)));
+    }
     let doc = json::parse(text).map_err(LoadError::Syntax)?;
     validate(&doc).map_err(LoadError::Invalid)
+}
+
+/// 1234567 -> "1,234,567", as Python's `f"{n:,}"`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How many of the integers low..high-1 lie in 0..size-1.
+fn span(low: i64, high: i64, size: i64) -> u64 {
+    (high.min(size) - low.max(0)).max(0) as u64
+}
+
+/// The canvas pixels the CPU renderer touches for `shape`, after clipping, as the cost counts
+/// them (`op_pixels` in program.py): a CIRCLE or WRITE_TEXT its clipped bounding box, a LINE its
+/// clipped major-axis length.
+pub fn op_pixels(shape: &Shape, width: i64, height: i64) -> u64 {
+    match shape {
+        Shape::Fill => (width * height) as u64,
+        Shape::Set { x, y } => span(*x, x + 1, width) * span(*y, y + 1, height),
+        Shape::Rect {
+            x,
+            y,
+            width: w,
+            height: h,
+            fill,
+        } => {
+            let across = span(*x, x + w, width);
+            if *fill || *w <= 2 || *h <= 2 {
+                return across * span(*y, y + h, height);
+            }
+            let (bottom, right) = (y + h - 1, x + w - 1);
+            let inner = span(y + 1, bottom, height);
+            across * (span(*y, y + 1, height) + span(bottom, bottom + 1, height))
+                + inner * (span(*x, x + 1, width) + span(right, right + 1, width))
+        }
+        Shape::Line { x1, y1, x2, y2 } => {
+            let (dx, dy) = (x2 - x1, y2 - y1);
+            if dx == 0 && dy == 0 {
+                span(*x1, x1 + 1, width) * span(*y1, y1 + 1, height)
+            } else if dx.abs() >= dy.abs() {
+                span(*x1.min(x2), x1.max(x2) + 1, width)
+            } else {
+                span(*y1.min(y2), y1.max(y2) + 1, height)
+            }
+        }
+        Shape::Circle { cx, cy, r, .. } => {
+            span(cx - r, cx + r + 1, width) * span(cy - r, cy + r + 1, height)
+        }
+        Shape::Text {
+            x,
+            y,
+            scale,
+            glyphs,
+        } => {
+            let advance = 8 * scale;
+            span(*x, x + glyphs.len() as i64 * advance, width) * span(*y, y + advance, height)
+        }
+    }
+}
+
+fn op_name(shape: &Shape) -> usize {
+    match shape {
+        Shape::Fill => 0,
+        Shape::Set { .. } => 1,
+        Shape::Rect { .. } => 2,
+        Shape::Line { .. } => 3,
+        Shape::Circle { .. } => 4,
+        Shape::Text { .. } => 5,
+    }
+}
+
+/// Per op name (COST_WEIGHTS order) and translucency: (number of ops, cost). Ops the renderers
+/// skip cost nothing: alpha 0, and everything before the last opaque FILL.
+fn cost_parts(program: &Program) -> [[(u64, u64); 2]; 6] {
+    let start = program
+        .ops
+        .iter()
+        .rposition(|op| op.shape == Shape::Fill && op.color[3] == 255)
+        .unwrap_or(0);
+    let (w, h) = (program.width as i64, program.height as i64);
+    let mut parts = [[(0u64, 0u64); 2]; 6];
+    for op in &program.ops[start..] {
+        let alpha = op.color[3];
+        if alpha == 0 {
+            continue;
+        }
+        let kind = op_name(&op.shape);
+        let translucent = usize::from(alpha < 255);
+        let (_, opaque_weight, translucent_weight) = COST_WEIGHTS[kind];
+        let weight = if translucent == 1 {
+            translucent_weight
+        } else {
+            opaque_weight
+        };
+        let part = &mut parts[kind][translucent];
+        part.0 += 1;
+        part.1 += op_pixels(&op.shape, w, h) * weight;
+    }
+    parts
+}
+
+/// The program's render cost (weighted pixel writes); valid programs are at most MAX_RENDER_COST.
+pub fn render_cost(program: &Program) -> u64 {
+    cost_parts(program).iter().flatten().map(|p| p.1).sum()
+}
+
+fn check_cost(program: &Program) -> Checked<()> {
+    let parts = cost_parts(program);
+    let total: u64 = parts.iter().flatten().map(|p| p.1).sum();
+    if total <= MAX_RENDER_COST {
+        return Ok(());
+    }
+    // The largest share; among equals the first in OP_NAMES order, opaque before translucent.
+    let mut most = (0, 0, (0u64, 0u64));
+    for (kind, pair) in parts.iter().enumerate() {
+        for (translucent, part) in pair.iter().enumerate() {
+            if part.1 > most.2 .1 {
+                most = (kind, translucent, *part);
+            }
+        }
+    }
+    let (kind, translucent, (count, cost)) = most;
+    fail(
+        "ops",
+        format!(
+            "render cost {} exceeds the limit of {} (weighted pixel writes; most of it: {} {}{} ops, {})",
+            thousands(total),
+            thousands(MAX_RENDER_COST),
+            thousands(count),
+            if translucent == 1 { "translucent " } else { "" },
+            COST_WEIGHTS[kind].0,
+            thousands(cost)
+        ),
+    )
 }
 
 type Checked<T> = Result<T, ValidationError>;
@@ -287,7 +458,9 @@ fn validate(doc: &Json) -> Checked<Program> {
             );
         }
     }
-    Ok(Program { width, height, ops })
+    let program = Program { width, height, ops };
+    check_cost(&program)?;
+    Ok(program)
 }
 
 fn palette(value: &Json) -> Checked<Vec<(String, [u8; 4])>> {
@@ -812,6 +985,107 @@ mod tests {
             "{\"op\": \"FILL\", \"color\": \"bg\"}"
         );
         assert_eq!(err(&with_ops(&too_many)), "ops: at most 10000 items");
+    }
+
+    fn canvas_with(width: u32, height: u32, op: &str, times: usize) -> String {
+        format!(
+            r#"{{"kind": "pixel_program", "version": 1, "canvas": {{"width": {width}, "height": {height}}}, "ops": [{}]}}"#,
+            vec![op; times].join(",")
+        )
+    }
+
+    #[test]
+    fn thousands_separators_like_python() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(61_000_000), "61,000,000");
+        assert_eq!(thousands(1_342_177_280_000), "1,342,177,280,000");
+    }
+
+    #[test]
+    fn refuses_oversized_text_before_decoding() {
+        let text = format!("{}{}", " ".repeat(MAX_PROGRAM_BYTES), "{}");
+        assert_eq!(
+            err(&text),
+            format!(
+                "$: the program is {} bytes; at most 4,000,000",
+                thousands(text.len() as u64)
+            )
+        );
+        let ok = canvas_with(1, 1, r#"{"op": "FILL", "color": [1, 2, 3]}"#, 1);
+        let padded = format!("{ok}{}", " ".repeat(MAX_PROGRAM_BYTES - ok.len()));
+        assert!(parse_program(&padded).is_ok());
+    }
+
+    #[test]
+    fn render_cost_refuses_translucent_full_canvas_fills() {
+        let fills = canvas_with(
+            4096,
+            4096,
+            r#"{"op": "FILL", "color": [1, 2, 3, 4]}"#,
+            10_000,
+        );
+        assert_eq!(
+            err(&fills),
+            "ops: render cost 1,342,177,280,000 exceeds the limit of 100,000,000,000 \
+             (weighted pixel writes; most of it: 10,000 translucent FILL ops, 1,342,177,280,000)"
+        );
+        let circles = canvas_with(
+            4096,
+            4096,
+            r#"{"op": "CIRCLE", "cx": 2048, "cy": 2048, "r": 4096, "color": [1, 2, 3, 4]}"#,
+            10_000,
+        );
+        assert!(err(&circles).contains("10,000 translucent CIRCLE ops, 10,737,418,240,000"));
+        // An opaque FILL at the end hides everything before it; alpha 0 costs nothing.
+        let translucent = r#"{"op": "FILL", "color": [1, 2, 3, 4]}"#;
+        let hidden = canvas_with(4096, 4096, translucent, 9_999)
+            .replace("4]}]}", r#"4]}, {"op": "FILL", "color": [0, 0, 0]}]}"#);
+        assert_eq!(render_cost(&parse_program(&hidden).unwrap()), 4096 * 4096);
+        let clear = canvas_with(
+            4096,
+            4096,
+            r#"{"op": "FILL", "color": [1, 2, 3, 0]}"#,
+            10_000,
+        );
+        assert_eq!(render_cost(&parse_program(&clear).unwrap()), 0);
+    }
+
+    #[test]
+    fn op_pixels_are_the_clipped_areas() {
+        let rect = |x, y, width, height, fill| Shape::Rect {
+            x,
+            y,
+            width,
+            height,
+            fill,
+        };
+        assert_eq!(op_pixels(&Shape::Fill, 7, 5), 35);
+        assert_eq!(op_pixels(&Shape::Set { x: 6, y: 4 }, 7, 5), 1);
+        assert_eq!(op_pixels(&Shape::Set { x: 7, y: 4 }, 7, 5), 0);
+        assert_eq!(op_pixels(&rect(-2, -2, 4, 4, true), 7, 5), 4);
+        assert_eq!(op_pixels(&rect(0, 0, 7, 5, false), 7, 5), 7 + 7 + 3 + 3);
+        assert_eq!(op_pixels(&rect(-1, 1, 9, 2, false), 7, 5), 14);
+        assert_eq!(op_pixels(&rect(3, -8192, 8192, 8192, false), 7, 5), 0);
+        let line = |x1, y1, x2, y2| Shape::Line { x1, y1, x2, y2 };
+        assert_eq!(op_pixels(&line(-8192, 3, 8192, 4), 7, 5), 7);
+        assert_eq!(op_pixels(&line(2, -8192, 3, 8192), 7, 5), 5);
+        assert_eq!(op_pixels(&line(9, 9, 9, 9), 7, 5), 0);
+        let circle = Shape::Circle {
+            cx: 0,
+            cy: 0,
+            r: 2,
+            fill: false,
+        };
+        assert_eq!(op_pixels(&circle, 7, 5), 9);
+        let text = Shape::Text {
+            x: -4,
+            y: 1,
+            scale: 1,
+            glyphs: vec![1, 2],
+        };
+        assert_eq!(op_pixels(&text, 7, 5), 7 * 4);
     }
 
     #[test]
