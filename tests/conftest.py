@@ -41,6 +41,12 @@ CALC = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n
 TEST_CALC = ("from calc import add, mul\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\n"
              "def test_mul():\n    assert mul(2, 3) == 6\n")
 
+# An answer that fixes the repo fixture's bug, one that does not, and the task that asks for the fix.
+FIX = "calc.py\n```python\ndef add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
+WRONG = "calc.py\n```python\ndef add(a, b):\n    return a * b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
+FIX_TASK = {"id": "fix-add", "title": "Fix add() in calc.py", "kind": "code", "inputs": ["calc.py"],
+            "tests": ["python -m pytest -q test_calc.py"]}
+
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import ROOT, git, run_cli, write_tasks
+from conftest import FIX, FIX_TASK, ROOT, git, run_cli, write_tasks
 from llm_server import LLMServer, Reply, refusing_url
 
 from auto_gvpie.daemon import STOP_GRACE_S
@@ -25,9 +25,6 @@ from auto_gvpie.state import StateStore
 
 PIXEL = ('```json\n{"kind": "pixel_program", "version": 1, "name": "box", "canvas": {"width": 8, "height": 8},'
          ' "ops": [{"op": "RECT", "x": 1, "y": 1, "width": 6, "height": 6, "color": [0, 255, 0]}]}\n```')
-FIX = "calc.py\n```python\ndef add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
-FIX_TASK = {"id": "fix-add", "title": "Fix add() in calc.py", "kind": "code", "inputs": ["calc.py"],
-            "tests": ["python -m pytest -q test_calc.py"]}
 
 
 def pixel_task(task_id: str) -> dict:

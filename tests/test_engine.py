@@ -12,19 +12,15 @@ from pathlib import Path
 import pytest
 
 
-from conftest import ROOT, git, run_cli, write_tasks
+from conftest import FIX, FIX_TASK, ROOT, WRONG, git, run_cli, write_tasks
 from llm_server import LLMServer, Reply, refusing_url
 
-FIX = "calc.py\n```python\ndef add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
 WRONG2 = "calc.py\n```python\ndef add(a, b):\n    return b - a\n\n\ndef mul(a, b):\n    return a * b\n```\n"
-WRONG = "calc.py\n```python\ndef add(a, b):\n    return a * b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
 MADE_UP = "calc.py\n```\n<<<<<<< SEARCH\ndef add(x, y):\n    return x - y\n=======\ndef add(x, y):\n    return x + y\n>>>>>>> REPLACE\n```\n"
 PIXEL = ('Here is your picture:\n```json\n{"kind": "pixel_program", "version": 1, "name": "box",'
          ' "canvas": {"width": 16, "height": 16}, "palette": {"fg": [0, 255, 0]},'
          ' "ops": [{"op": "RECT", "x": 2, "y": 2, "width": 12, "height": 12, "color": "fg"}]}\n```\nEnjoy!')
 
-FIX_TASK = {"id": "fix-add", "title": "Fix add() in calc.py", "kind": "code", "inputs": ["calc.py"],
-            "tests": ["python -m pytest -q test_calc.py"]}
 
 
 def cli(home: Path, repo: Path | None, server_url: str, *args: str) -> subprocess.CompletedProcess:

@@ -18,19 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CALC, ROOT, TEST_CALC, git, make_repo, run_cli, write_tasks
+from conftest import CALC, FIX, FIX_TASK, ROOT, TEST_CALC, WRONG, git, make_repo, run_cli, write_tasks
 from llm_server import LLMServer, Reply
 
 FAST = {"GVPIE_LLM_RETRIES": "0", "GVPIE_LLM_TIMEOUT": "20", "GVPIE_MEMORY": "0"}
 
-FIX = "calc.py\n```python\ndef add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
-WRONG = "calc.py\n```python\ndef add(a, b):\n    return a * b\n\n\ndef mul(a, b):\n    return a * b\n```\n"
 PIXEL = ('```json\n{"kind": "pixel_program", "version": 1, "name": "box",'
          ' "canvas": {"width": 16, "height": 16}, "palette": {"fg": [0, 255, 0]},'
          ' "ops": [{"op": "RECT", "x": 2, "y": 2, "width": 12, "height": 12, "color": "fg"}]}\n```\n')
 
-FIX_TASK = {"id": "fix-add", "title": "Fix add() in calc.py", "kind": "code", "inputs": ["calc.py"],
-            "tests": ["python -m pytest -q test_calc.py"]}
 REPO_FILES = {"calc.py": CALC, "test_calc.py": TEST_CALC, ".gitignore": "__pycache__/\n"}
 LOCATION = re.compile(r"auto_tasks\.json:\d+:\d+")
 
