@@ -461,3 +461,13 @@ def test_rejection_without_a_schema_is_not_mistaken_for_one():
     with LLMServer([Reply(status=400, content="invalid schema for messages")]) as server:
         failure = bad_answer(quick(server.url))  # no json_schema asked: nothing to fall back from
     assert failure.reason == "http_error" and len(server.requests) == 1
+
+
+def test_later_samples_ask_for_another_seed_and_some_temperature():
+    with LLMServer(["first", "second"]) as server:
+        llm = HttpLLM(server.url, retries=0)
+        llm.complete([{"role": "user", "content": "hi"}])
+        llm.complete([{"role": "user", "content": "hi"}], sample=2)
+    first, second = server.requests
+    assert "seed" not in first and "temperature" not in first  # the server's own settings
+    assert second["seed"] == 2 and second["temperature"] > 0

@@ -61,6 +61,9 @@ class BadAnswer(LLMError):
         super().__init__(message)
 
 
+SAMPLE_TEMPERATURE = 0.7  # for samples after the first: different enough to be worth testing, still on topic
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -83,11 +86,14 @@ class LLM(Protocol):
         json_schema: dict | None = None,
         max_tokens: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        sample: int = 0,
     ) -> Completion:
         """Answer a chat; `on_token` is called with each piece of text as it arrives.
 
         With `json_schema` the client asks for structured output where the backend
         supports it; callers must still validate the text, since servers can fail open.
+        `sample` numbers independent answers to the same prompt: 0 is the client's usual
+        answer; from 1 on, another seed and some temperature, so each sample can differ.
         """
         ...
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import BadAnswer, Completion, LLMUnreachable
+from .base import SAMPLE_TEMPERATURE, BadAnswer, Completion, LLMUnreachable
 from .model_files import INSTALL_HINT, QWEN_CODER_1_5B, Progress, ensure_model
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,7 @@ class EmbeddedLLM:
         json_schema: dict | None = None,
         max_tokens: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        sample: int = 0,
     ) -> Completion:
         loaded = self.load()
         grammar = self._grammar(loaded, json_schema) if json_schema is not None else None
@@ -239,7 +240,7 @@ class EmbeddedLLM:
                 )
             limit = min(max_tokens or self.max_answer_tokens, room)
             started = time.monotonic()
-            text, finish, generated, first = self._generate(loaded, prompt, limit, grammar, on_token, started)
+            text, finish, generated, first = self._generate(loaded, prompt, limit, grammar, on_token, started, sample)
         seconds = time.monotonic() - started
         completion = Completion(
             text=text,
@@ -277,12 +278,16 @@ class EmbeddedLLM:
         grammar: Any,
         on_token: Callable[[str], None] | None,
         started: float,
+        sample: int = 0,
     ) -> tuple[str, str, int, float | None]:
         """Sample up to `limit` tokens; return (text, finish_reason, tokens generated, seconds to first token)."""
         llama = loaded.llama
         # Seeded by the prompt: the same question gets the same answer (reproducible benchmarks), while a
         # retry, whose prompt carries the feedback, samples afresh instead of repeating its last answer.
-        llama.set_seed((self.seed + zlib.crc32(array.array("i", prompt).tobytes())) % 2**31)
+        # Later samples of one prompt take another seed and more temperature. The prompt's evaluation
+        # is not repeated for them: generate() keeps the KV cache of the longest common prefix.
+        llama.set_seed((self.seed + sample + zlib.crc32(array.array("i", prompt).tobytes())) % 2**31)
+        temperature = max(self.temperature, SAMPLE_TEMPERATURE) if sample else self.temperature
         # A token can end inside a multi-byte character; decode incrementally so on_token gets whole characters.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
@@ -290,7 +295,7 @@ class EmbeddedLLM:
         first: float | None = None
         finish = "length"
         for token in llama.generate(
-            prompt, temp=self.temperature, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0, grammar=grammar
+            prompt, temp=temperature, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0, grammar=grammar
         ):
             if first is None:
                 first = time.monotonic() - started

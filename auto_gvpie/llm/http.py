@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3
 
-from .base import BadAnswer, Completion, LLMConfigError, LLMUnavailable, LLMUnreachable
+from .base import SAMPLE_TEMPERATURE, BadAnswer, Completion, LLMConfigError, LLMUnavailable, LLMUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,14 @@ class HttpLLM:
         json_schema: dict | None = None,
         max_tokens: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        sample: int = 0,
     ) -> Completion:
         self._discover()
         body: dict = {"model": self._model, "messages": messages, "stream": self.stream}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        if sample:  # the first answer keeps the server's own sampling settings
+            body.update(seed=sample, temperature=SAMPLE_TEMPERATURE)
         started = time.monotonic()
         try:
             resp = self._post_chat(body, json_schema)
