@@ -39,6 +39,12 @@ class Settings:
     workers: int = 1
     sandbox: str = "auto"  # auto | on | off: test commands under bubblewrap
     sandbox_network: bool = False  # let sandboxed test commands use the network
+    # A fresh worktree holds only tracked files. `setup` (a shell command, run in the worktree before
+    # the baseline tests, like a test command) builds what the tests need; `copy_ignored` names files
+    # (glob patterns, relative to the repository) that exist in the user's checkout but git does not
+    # track — a `_version.py`, a `.env` — copied into each worktree.
+    setup: str = ""
+    copy_ignored: tuple[str, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -62,6 +68,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     """Turn a raw value (a string from the environment, or a TOML value) into the field's type."""
     default_type = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
     try:
+        if default_type.startswith("tuple"):
+            return _patterns(value)
         if name in _PATH_KEYS:
             return Path(os.path.expanduser(str(value)))
         if "bool" in default_type:
@@ -85,6 +93,25 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return text
     except ValueError as exc:
         raise ConfigError(f"{source}: {name}: {exc} (got {value!r})") from None
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    """A list of repository-relative glob patterns: a TOML list, or one comma-separated string."""
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        if not all(isinstance(item, str) for item in value):
+            raise ValueError("expected a list of strings")
+        items = [item.strip() for item in value]
+    else:
+        raise ValueError("expected a list of strings")
+    items = [item for item in items if item]
+    for item in items:
+        parts = item.replace("\\", "/").split("/")
+        if item.startswith(("/", "~")) or ".." in parts:
+            raise ValueError(f"{item!r} is not a path inside the repository (write it relative to the "
+                             "repository's top directory)")
+    return tuple(items)
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:

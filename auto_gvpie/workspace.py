@@ -15,7 +15,9 @@ import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
+
+from auto_gvpie.paths import PathRefused, confine
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,14 @@ def worktrees_dir(state_dir: Path) -> Path:
 class Worktree:
     """A detached worktree of HEAD for one task; removed on exit whatever happened."""
 
-    def __init__(self, repo: Path, state_dir: Path, name: str):
+    def __init__(self, repo: Path, state_dir: Path, name: str, copy_ignored: Sequence[str] = (),
+                 protected: Sequence[str] = ()):
         self.repo = repo
         self.path = worktrees_dir(state_dir) / name
-        self.base: str | None = None
+        self.base: str | None = None  # a commit, or the tree `settle()` recorded
+        self.copy_ignored = tuple(copy_ignored)  # glob patterns of untracked files to bring from the checkout
+        self.protected = tuple(protected)  # the service's own files: never copied
+        self.copied: list[str] = []  # what was copied, repo-relative
 
     def __enter__(self) -> "Worktree":
         self.base = check_repo(self.repo)
@@ -84,6 +90,11 @@ class Worktree:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with repo_lock(self.repo):
             git(self.repo, "worktree", "add", "--detach", str(self.path), self.base)
+        try:
+            self.copied = copy_untracked(self.repo, self.path, self.copy_ignored, self.protected)
+        except BaseException:
+            self.remove()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -100,6 +111,105 @@ class Worktree:
         """Everything changed since the base, new files included, as one patch."""
         git(self.path, "add", "-A")
         return git(self.path, "diff", "--cached", "--binary", self.base or "HEAD").stdout
+
+    def tracked(self) -> set[str]:
+        """The files git tracks in the worktree (repo-relative)."""
+        return {name for name in git(self.path, "ls-files", "-z").stdout.split("\0") if name}
+
+    def settle(self) -> None:
+        """What the worktree holds now (what a setup command built, copied files git does not ignore)
+        becomes the base: `diff()` leaves it out, so it never reaches the user's checkout."""
+        git(self.path, "add", "-A")
+        self.base = git(self.path, "write-tree").stdout.strip()
+
+    def checkpoint(self) -> None:
+        """Stage the tree as it is now (the index of a task's worktree is the service's own), so that
+        `restore` can put back the files an edit then changes."""
+        git(self.path, "add", "-A")
+
+    def restore(self, files: Sequence[str]) -> None:
+        """Put `files` (repo-relative, as an applied edit names them) back as they were at the last
+        `checkpoint`: staged files from the index, copied ones from the checkout; a file that did not
+        exist then is removed. A git-ignored file the setup built cannot be restored and is left."""
+        files = [rel for rel in dict.fromkeys(files) if rel]
+        if not files:
+            return
+        literal = [f":(literal){rel}" for rel in files]
+        staged = {name for name in git(self.path, "ls-files", "-z", "--", *literal).stdout.split("\0") if name}
+        if staged:
+            git(self.path, "checkout", "--", *(f":(literal){rel}" for rel in sorted(staged)))
+        for rel in files:
+            if rel in staged:
+                continue
+            try:
+                _, real = confine(self.path, rel)
+            except PathRefused:
+                continue
+            if rel in self.copied:
+                shutil.copy2(confine(self.repo, rel)[1], real)
+            elif git(self.path, "check-ignore", "-q", "--", rel, check=False).returncode == 0:
+                log.warning("cannot restore %s in %s: git ignores it and it was not copied", rel, self.path)
+            else:
+                real.unlink(missing_ok=True)
+                parent = real.parent
+                while parent != self.path.resolve() and parent.is_relative_to(self.path.resolve()):
+                    try:
+                        parent.rmdir()  # only empty directories the edit made
+                    except OSError:
+                        break
+                    parent = parent.parent
+
+
+def copy_untracked(checkout: Path, target: Path, patterns: Sequence[str], protected: Sequence[str] = ()) -> list[str]:
+    """Copy the files matching `patterns` (globs relative to the repository) that git does not track
+    from the user's checkout into the worktree `target`; a directory brings the files below it.
+    Each path is confined on both sides (inside the repository, no symlink out of it, not `.git/`,
+    none of the service's own files); a tracked file is never copied, so the user's local changes
+    stay theirs. Returns the repo-relative paths copied."""
+    if not patterns:
+        return []
+    root = checkout.resolve()
+    tracked = set(git(root, "ls-files", "-z").stdout.split("\0"))
+    copied: list[str] = []
+    for pattern in patterns:
+        try:
+            matches = sorted(root.glob(pattern))
+        except (ValueError, NotImplementedError) as exc:  # "." or an absolute pattern
+            log.warning("copy_ignored: %r is not a usable pattern: %s", pattern, exc)
+            continue
+        if not matches:
+            log.warning("copy_ignored: %r matches nothing in %s", pattern, root)
+        for match in matches:
+            for path in _files_below(match):
+                rel = path.relative_to(root).as_posix()
+                if rel in tracked or rel in copied:
+                    continue
+                try:
+                    _, source = confine(root, rel, protected)
+                    _, dest = confine(target, rel, protected)
+                except PathRefused as exc:
+                    log.warning("copy_ignored: %s not copied: %s", rel, exc)
+                    continue
+                if not source.is_file():
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest)
+                copied.append(rel)
+    if copied:
+        log.info("copied %d untracked file(s) into %s: %s", len(copied), target, ", ".join(copied[:10]))
+    return copied
+
+
+def _files_below(path: Path) -> Iterator[Path]:
+    """`path` itself when it is a file (or a symlink, confined later); the files under a directory,
+    without following symlinked directories."""
+    if path.is_symlink() or not path.is_dir():
+        yield path
+        return
+    for top, dirs, names in os.walk(path, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(names):
+            yield Path(top) / name
 
 
 def prune_orphans(repo: Path, state_dir: Path, live: Callable[[], set[str]]) -> list[Path]:

@@ -1,18 +1,33 @@
-"""Code tasks: an edit applied in a git worktree, checked by the task's own test commands."""
+"""Code tasks: an edit applied in a git worktree, checked by the task's own test commands.
+
+No false passes: a result is accepted only when the task's commands pass, the whole test files
+they select pass too (`testsel.widen`; tests already failing there before the change are not
+blamed on it), and the answer edited no test file the task does not list in `inputs`.
+
+The worktree must be able to run the tests: the settings `copy_ignored` (untracked files brought
+from the user's checkout) and `setup` (a command run in the worktree first) make it so, and a
+baseline that shows the tests cannot even start there (`testsel.cannot_start`) stops the queue
+with a plain message (a `WorkspaceError`: the task stays pending) instead of burning attempts.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from auto_gvpie import prompts
 from auto_gvpie.config import CONFIG_FILE, Settings
 from auto_gvpie.edits import EditRefused, apply_answer
 from auto_gvpie.kinds import AttemptResult, Delivery, Job, Stopped
-from auto_gvpie.state import AttemptRecord
-from auto_gvpie.workspace import Worktree, apply_to_checkout
+from auto_gvpie.paths import protected_by
+from auto_gvpie.runner import CommandResult
+from auto_gvpie.state import AttemptRecord, StateStore
+from auto_gvpie.testsel import SETTINGS_HINT, cannot_start, failing_tests, is_test_path, test_files, widen
+from auto_gvpie.workspace import Worktree, WorkspaceError, apply_to_checkout
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +46,63 @@ class CodeKind:
     name = "code"
     schema = None
 
+    def __init__(self) -> None:
+        self.widened: list[str] = []  # the task's commands widened to whole test files (those that differ)
+        self.widened_before: dict[str, CommandResult] = {}  # those, on the untouched tree
+        self.judges: set[str] = set()  # files the task's commands name as tests
+
     @contextmanager
     def workspace(self, job: Job) -> Iterator[None]:
-        with Worktree(job.settings.repo, job.settings.state_dir, job.task.id) as worktree:
+        settings = job.settings
+        with Worktree(settings.repo, settings.state_dir, job.task.id, settings.copy_ignored,
+                      protected=service_paths(settings)) as worktree:
             job.worktree = worktree
+            if settings.setup:
+                self._setup(job)
+            if settings.setup or settings.copy_ignored:
+                worktree.settle()  # what setup built or was copied is not part of the patch
             job.baseline = job.latest_tests = job.run_tests(job, 0, "baseline tests")
+            self._check_baseline(job)
+            self.judges = {rel for command in job.task.tests for rel in test_files(command, worktree.path)}
+            self.widened = list(dict.fromkeys(w for c in job.task.tests if (w := widen(c, worktree.path))))
+            if self.widened:
+                before = _run(job, self.widened, 0, "baseline tests (whole files)")
+                self.widened_before = {r.command: r for r in before}
             yield
+
+    def _setup(self, job: Job) -> None:
+        """The user's setup command, run in the fresh worktree like a test command (same sandbox and
+        timeout). It runs before the model has written anything, so a failure is the environment's:
+        the queue stops and the task stays pending."""
+        command = job.settings.setup
+        (result,) = _run(job, [command], 0, "setup")
+        if result.stopped:
+            raise Stopped()
+        if not result.passed:
+            status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
+            tail = "\n".join(result.output.strip().splitlines()[-15:])
+            message = (f"the setup command failed in a fresh worktree: `{command}` ({status})"
+                       + (f":\n{tail}" if tail else "") + "\nFix it, or the setup setting in gvpie.toml; "
+                       "the tasks stay pending.")
+            _tell_status(job, message)
+            raise WorkspaceError(message)
+
+    def _check_baseline(self, job: Job) -> None:
+        """Tests that cannot even start in the worktree would blame every attempt on "already
+        failing": stop instead, saying which command, the error line and the fix."""
+        failed = [t for t in job.baseline if not t.passed and not t.stopped and not t.timed_out]
+        if not failed:
+            return
+        tracked = job.worktree.tracked()
+        for test in failed:
+            blocker = cannot_start(test.command, test.exit_code, test.output, worktree=job.worktree.path,
+                                   checkout=job.settings.repo, tracked=tracked)
+            if blocker is not None:
+                message = (f"the tests cannot run in a fresh worktree: `{test.command}` → {blocker.line}\n"
+                           f"{blocker.hint}\n{SETTINGS_HINT}")
+                log.info("%s: %s", job.task.id, message.replace("\n", " "))
+                _tell_status(job, message)
+                raise WorkspaceError(message)
 
     def prompt(self, job: Job, recall: str) -> prompts.Prompt:
         failing = "\n".join(f"$ {t.command}   (exit code {t.exit_code})\n{t.output.strip()}"
@@ -52,6 +118,7 @@ class CodeKind:
     def result(self, job: Job, number: int, answer: str, prompt: prompts.Prompt) -> AttemptResult:
         task = job.task
         job.stage(number, "applying edit")
+        job.worktree.checkpoint()  # the tree before this answer, for a refusal after applying
         try:
             applied = apply_answer(job.worktree.path, answer, prompt.edit_format or "auto", task.inputs,
                                    protected=service_paths(job.settings))
@@ -59,12 +126,20 @@ class CodeKind:
             log.info("attempt %d of %s: edit refused: %s", number, task.id, str(exc).splitlines()[0])
             return AttemptResult("refused", f"Your edit was refused, nothing was changed:\n{exc}", answer,
                                  summary=f"edit refused: {str(exc).strip().splitlines()[0]}")
+        judges = self._test_files_touched(task.inputs, applied.files)
+        if judges:
+            job.worktree.restore(applied.files)
+            log.info("attempt %d of %s: edit refused: it changes test file(s) %s", number, task.id, ", ".join(judges))
+            reasons = "\n".join(f"- {rel} is a test file the task does not list in inputs; the tests are the judge, "
+                                 f"change the code under test instead" for rel in judges)
+            return AttemptResult("refused", f"Your edit was refused, nothing was changed:\n{reasons}", answer,
+                                 summary=f"edit refused: {judges[0]} is a test file the task does not list in inputs")
         log.info("attempt %d of %s: edit applied to %s", number, task.id, ", ".join(applied.files))
         tests = job.run_tests(job, number, "running tests")
         failing = [t for t in tests if not t.passed]
         log.info("attempt %d of %s: tests %s", number, task.id, "fail" if failing else "pass")
         if not failing:
-            return AttemptResult("passed", "", answer, tests, "patch", None)
+            return self._whole_files(job, number, answer, applied.files, tests)
         if any(t.stopped for t in failing):
             raise Stopped()
         before = {t.command: t.passed for t in job.baseline}
@@ -78,6 +153,50 @@ class CodeKind:
             f"{t.command} ({'timed out' if t.timed_out else f'exit {t.exit_code}'})" for t in failing)
         return AttemptResult("tests_failed", "\n".join(lines), answer, tests, "patch", None, summary)
 
+    def _test_files_touched(self, inputs: Sequence[str], files: Sequence[str]) -> list[str]:
+        """The changed files that judge the answer (test files by convention, or named by the task's
+        commands) and that the task does not list in `inputs`."""
+        return [rel for rel in files if (is_test_path(rel) or rel in self.judges) and protected_by(rel, inputs) is None]
+
+    def _whole_files(self, job: Job, number: int, answer: str, files: Sequence[str],
+                     tests: list[CommandResult]) -> AttemptResult:
+        """The selected tests pass: now the whole files they select. A test there that fails now but
+        did not fail before the change (by name where the runner says names, else by command) means
+        the change broke it; one that already failed on the untouched tree is not blamed on it."""
+        if not self.widened:
+            return AttemptResult("passed", "", answer, tests, "patch", None)
+        wide = _run(job, self.widened, number, "running whole test files")
+        broken: list[tuple[CommandResult, list[str]]] = []
+        for result in wide:
+            if result.passed:
+                continue
+            if result.stopped:
+                raise Stopped()
+            names = failing_tests(result.output)
+            before = self.widened_before.get(result.command)
+            if before is None or before.passed:
+                broken.append((result, names))
+                continue
+            already = set(failing_tests(before.output))
+            fresh = [name for name in names if name not in already]
+            if fresh:
+                broken.append((result, fresh))
+            else:
+                log.info("attempt %d of %s: %s fails as it did before the change; not blamed on it",
+                         number, job.task.id, result.command)
+        if not broken:
+            return AttemptResult("passed", "", answer, tests + [r for r in wide if r.passed], "patch", None)
+        names = [name for _, found in broken for name in found]
+        what = ", ".join(names) if names else ", ".join(f"`{r.command}`" for r, _ in broken)
+        lines = [f"Your edit applied to {', '.join(files)}. Your change passes the selected test but breaks other "
+                 f"tests in the same file: {what}. They passed before your change; make them pass too."]
+        for result, _ in broken:
+            status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
+            lines.append(f"$ {result.command}   ({status}; the whole file)\n{result.output.strip()}")
+        log.info("attempt %d of %s: breaks other tests in the same file: %s", number, job.task.id, what)
+        return AttemptResult("tests_failed", "\n".join(lines), answer, tests + wide, "patch", None,
+                             f"breaks other tests in the same file: {what}")
+
     def deliver(self, job: Job, number: int, result: AttemptResult) -> Delivery:
         """The combined patch goes to artifacts/ and, unless told otherwise, into the user's checkout."""
         settings = job.settings
@@ -88,3 +207,27 @@ class CodeKind:
         log.info("patch for %s: %s", job.task.id, applied.message)
         return Delivery(applied.message, AttemptRecord(job.task, number, "patch_saved", answer=patch,
                                                        artifact_kind="patch", artifact_path=str(patch_path)))
+
+
+def _run(job: Job, commands: Sequence[str], number: int, stage: str) -> list[CommandResult]:
+    """Run other commands exactly as the task's tests run (the engine's runner: the worktree, the
+    sandbox, the timeout, stop requests, heartbeats), through `Job.run_tests` with the task's
+    commands swapped for these."""
+    task = dataclasses.replace(job.task, tests=tuple(commands))
+    return job.run_tests(dataclasses.replace(job, task=task), number, stage)
+
+
+def _tell_status(job: Job, message: str) -> None:
+    """Put why the task cannot run where `--status` shows it (the engine releases the task back to
+    pending without a reason); the next claim of the task clears it."""
+    try:
+        store = StateStore(job.settings.state_dir)
+    except sqlite3.Error as exc:
+        log.warning("cannot note the problem for --status: %s", exc)
+        return
+    try:
+        store.warn(job.task.id, [message])
+    except sqlite3.Error as exc:
+        log.warning("cannot note the problem for --status: %s", exc)
+    finally:
+        store.close()
