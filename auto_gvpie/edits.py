@@ -1,7 +1,10 @@
 """Turn an LLM's plain-text answer into file changes in a repository.
 
 Accepted answers: SEARCH/REPLACE blocks, unified diffs (line numbers may be
-wrong or missing) and, when asked for, whole files in fenced blocks. Applying
+wrong or missing) and, when asked for, whole files in fenced blocks. Fences are
+``` or longer (````, ~~~); lines of a file that start with ``` (a docstring's
+example) stay content, and a whole file cut short at one of them is refused
+(see "Code fences" below). Applying
 is all-or-nothing: every edit is worked out in memory first, and only when all
 of them fit are files written. Nothing is ever written outside the repository,
 into `.git/` or into the service's own files (the rules live in `paths.py`). A
@@ -14,12 +17,14 @@ Run `python -m auto_gvpie.edits --repo DIR [FILE|-]` to apply an answer by hand.
 from __future__ import annotations
 
 import argparse
+import bisect
 import difflib
 import json
 import logging
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Sequence
@@ -39,6 +44,8 @@ _HEAD = re.compile(r"^\s*<{5,9}\s*SEARCH\b.*$", re.IGNORECASE)
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
 _TAIL = re.compile(r"^\s*>{5,9}\s*REPLACE\b.*$", re.IGNORECASE)
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
+_FENCE_PARTS = re.compile(r"^([ \t]*)(`{3,}|~{3,})(.*)$")
+_BACKTICK_RUN = re.compile(r"^[ \t]*(`{3,})", re.MULTILINE)
 _HUNK_HEADER = re.compile(r"^@@(?:\s*-(\d+)(?:,\d+)?)?.*$")
 _FILE_MARKER = re.compile(
     r"^(?:#+|//+|--|;+|/\*+|<!--)?\s*(?:file\s*name|file|path)\s*[:=]\s*(.+?)\s*(?:\*/|-->)?$",
@@ -87,6 +94,9 @@ class _Block:
     # The same hunk read as if the model dropped the space before its context lines.
     unspaced: tuple[list[str], list[str]] | None = None
     notes: list[str] = field(default_factory=list)
+    # A whole file's fence, and whether a closing fence ended it (else the answer simply stopped).
+    fence: str = "```"
+    closed: bool = True
 
     @property
     def makes_file(self) -> bool:
@@ -353,6 +363,131 @@ def _replacement(match: _Match, replace: list[str], file_lines: list[str]) -> li
 
 
 # ---------------------------------------------------------------------------
+# Code fences
+#
+# Markdown fences are runs of 3 or more backticks (or tildes); a block closes only at a fence line
+# without an info string, of the same character and at least as long as the one that opened it.
+# Files are shown to the model with a fence longer than any backtick run at a line start in them,
+# so a docstring's ``` example cannot end the block. An answer fenced with plain ``` around such a
+# file is still read right when the evidence allows (see `_block_end`), and a whole file that
+# looks cut at one of its own ``` lines is refused rather than written (see `_cut_problem`).
+
+
+def fence_for(text: str) -> str:
+    """A backtick fence no line of `text` can close: ``` or one longer than its longest run at a line start."""
+    longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+@dataclass(frozen=True)
+class _Opener:
+    run: str  # the backticks or tildes that opened the block
+    indent: int
+
+
+def _opener(line: str) -> _Opener | None:
+    parts = _FENCE_PARTS.match(line)
+    return _Opener(parts.group(2), len(parts.group(1).expandtabs(4))) if parts else None
+
+
+def _closes(line: str, opener: _Opener, strict: bool = True) -> bool:
+    """Whether `line` is a fence that closes a block opened by `opener`.
+
+    Strictly (as in CommonMark), a closing fence is indented at most 3 columns more than the opener,
+    which keeps the indented ``` of a function's docstring inside the block.
+    """
+    parts = _FENCE_PARTS.match(line)
+    if not parts or parts.group(3).strip():
+        return False
+    run = parts.group(2)
+    if run[0] != opener.run[0] or len(run) < len(opener.run):
+        return False
+    return not strict or len(parts.group(1).expandtabs(4)) <= opener.indent + 3
+
+
+def _balanced_close(lines: list[str], start: int, stop: int, opener: _Opener, strict: bool = True) -> int | None:
+    """The first line in lines[start:stop] that closes `opener` once every inner fenced example
+    opened with an info string (a docstring's ```python) is closed again; None if there is none."""
+    inner: list[str] = []
+    for j in range(start, stop):
+        parts = _FENCE_PARTS.match(lines[j])
+        if not parts:
+            continue
+        run = parts.group(2)
+        if parts.group(3).strip():
+            inner.append(run)
+        elif inner and run[0] == inner[-1][0] and len(run) >= len(inner[-1]):
+            inner.pop()
+        elif not inner and _closes(lines[j], opener, strict):
+            return j
+    return None
+
+
+def _block_end(lines: list[str], start: int, original: Counter[str] | None, repo: _Repo) -> int | None:
+    """The line that closes the fenced block opened at `start`, or None when nothing closes it.
+
+    When the file the block replaces is known (`original`), see `_closest_end`. Otherwise the first
+    closing fence ends it, after any ```python ... ``` pair inside (a docstring's example).
+    """
+    opener = _opener(lines[start])
+    if opener is None:
+        return None
+    if original:
+        return _closest_end(lines, start, opener, original, repo)
+    for strict in (True, False):
+        candidates = [j for j in range(start + 1, len(lines)) if _closes(lines[j], opener, strict)]
+        if candidates:
+            end = _balanced_close(lines, start + 1, len(lines), opener, strict)
+            return candidates[0] if end is None else end
+    return None
+
+
+def _closest_end(lines: list[str], start: int, opener: _Opener, original: Counter[str], repo: _Repo) -> int | None:
+    """Where a whole-file block ends, given the stripped lines of the file it replaces, counted.
+
+    Any closing fence before the next file's block could end it, or the end of the answer (None).
+    After the real end come only the model's own words and code blocks, whose fences pair up: so
+    an end is possible only where an even number of fence lines follows. Of those, the block ends
+    where it is most like the file (the earliest of equals), so that the file's own ``` lines
+    stay in it and what the model writes after it stays out.
+    """
+    content: Counter[str] = Counter()
+    distance = sum(original.values())  # the lines the block lacks, or has beyond the file's, so far
+    ends: list[tuple[int, int]] = []  # (line, distance)
+    fences: list[int] = []
+    previous, stop = "", len(lines)
+    for j in range(start + 1, len(lines)):
+        line = lines[j].strip()
+        if _is_fence(line):
+            if _path_in_line(line, repo) or (not original[previous] and _path_in_line(previous, repo)):
+                stop = j  # the next file's block
+                break
+            fences.append(j)
+            if _closes(lines[j], opener, strict=False):
+                ends.append((j, distance))
+        if line:
+            distance += 1 if content[line] >= original[line] else -1
+            content[line] += 1
+            previous = line
+    last = next((j for j in range(len(lines) - 1, start, -1) if lines[j].strip()), start)
+    if stop == len(lines) and not (ends and ends[-1][0] == last):
+        ends.append((stop, distance))  # the answer stopped inside the block (its last line closes none)
+    paired = [(how_far, j) for j, how_far in ends if (len(fences) - bisect.bisect_right(fences, j)) % 2 == 0]
+    closest = min(((how_far, j) for j, how_far in ends if j < len(lines)), default=None)
+    best = min(paired, default=None)
+    if best is None or (best[1] == len(lines) and closest is not None and closest[0] < best[0]):
+        # No way to pair the fences up, or only by taking what follows the block into the file.
+        best = closest
+    return None if best is None or best[1] == len(lines) else best[1]
+
+
+def _is_fence(line: str) -> bool:
+    """A fence line, as Markdown has it: a backtick fence's info string holds no backtick (```x``` is not one)."""
+    parts = _FENCE_PARTS.match(line)
+    return parts is not None and not (parts.group(2)[0] == "`" and "`" in parts.group(3))
+
+
+# ---------------------------------------------------------------------------
 # Parsing answers
 
 
@@ -438,7 +573,7 @@ def _parse_search_replace(lines: list[str], repo: _Repo) -> tuple[list[_Block], 
             replace.append(lines[j])
             j += 1
         if j >= len(lines) or not _TAIL.match(lines[j]):
-            fence_at = next((k for k, line in enumerate(replace) if _FENCE.match(line)), None)
+            fence_at = _replace_end(lines, i, replace)
             if fence_at is None:
                 problems.append(f"{label}: the block has no >>>>>>> REPLACE line at its end")
                 spans.append(range(i, j))
@@ -452,6 +587,23 @@ def _parse_search_replace(lines: list[str], repo: _Repo) -> tuple[list[_Block], 
         spans.append(range(i, j + 1))
         i = j + 1
     return blocks, problems, spans
+
+
+def _replace_end(lines: list[str], head: int, replace: list[str]) -> int | None:
+    """Where a REPLACE part without its >>>>>>> REPLACE line ends: at the fence closing the one the
+    block was opened in (so a docstring's ``` inside REPLACE stays in), else at its first fence line."""
+    i = head - 1
+    while i >= 0 and not lines[i].strip():
+        i -= 1
+    opener = _opener(lines[i]) if i >= 0 else None
+    if opener is not None:
+        for strict in (True, False):
+            found = _balanced_close(replace, 0, len(replace), opener, strict)
+            if found is None:
+                found = next((k for k, line in enumerate(replace) if _closes(line, opener, strict)), None)
+            if found is not None:
+                return found
+    return next((k for k, line in enumerate(replace) if _FENCE.match(line)), None)
 
 
 def _parse_udiff(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
@@ -514,7 +666,7 @@ def _diff_path(raw: str, repo: _Repo) -> str | None:
     return text
 
 
-def _add_hunk(blocks: list[_Block], section: _DiffFile, lines: list[str], i: int, fenced: list[bool],
+def _add_hunk(blocks: list[_Block], section: _DiffFile, lines: list[str], i: int, fenced: list[bool | None],
               hint: int | None) -> int:
     block, i = _read_hunk(lines, i, fenced, section, hint, len(blocks) + 1)
     if section.deleted:
@@ -529,17 +681,37 @@ def _add_hunk(blocks: list[_Block], section: _DiffFile, lines: list[str], i: int
     return i
 
 
-def _fence_map(lines: list[str]) -> list[bool]:
-    """For each line, whether it lies inside a fenced code block."""
-    inside = False
-    result = []
-    for line in lines:
-        if line.startswith(("```", "~~~")):
-            inside = not inside
-            result.append(False)
+def _fence_map(lines: list[str]) -> list[bool | None]:
+    """For each line: None for a fence that opens or closes a block, else whether it lies inside one.
+
+    A block closes at a bare fence at least as long as its opener, so a shorter ``` line inside a
+    ```` block is content; so is a closing fence that a hunk line follows at once, with another
+    closing fence later: a context line ``` whose leading space the model dropped.
+    """
+    opener: _Opener | None = None
+    result: list[bool | None] = []
+    for n, line in enumerate(lines):
+        starts = line.startswith(("```", "~~~"))
+        if opener is None:
+            if starts:
+                opener = _opener(line)
+            result.append(None if starts else False)
+        elif _closes(line, opener) and starts and not _hunk_goes_on(lines, n, opener):
+            opener = None
+            result.append(None)
+        elif starts and line.startswith(opener.run) and _FENCE_PARTS.match(line).group(3).strip():
+            opener = _opener(line)  # a new block opened before the last one was closed
+            result.append(None)
         else:
-            result.append(inside)
+            result.append(True)
     return result
+
+
+def _hunk_goes_on(lines: list[str], n: int, opener: _Opener) -> bool:
+    """Whether the fence at line n is followed at once by a hunk line, and the block closes later."""
+    if n + 1 >= len(lines) or not lines[n + 1][:1] in (" ", "+", "-", "@"):
+        return False
+    return any(_closes(line, opener) and line.startswith(opener.run) for line in lines[n + 2:])
 
 
 def _fence_start(lines: list[str], index: int) -> int:
@@ -549,14 +721,14 @@ def _fence_start(lines: list[str], index: int) -> int:
     return i if i >= 0 and lines[i].startswith(("```", "~~~")) else index
 
 
-def _read_hunk(lines: list[str], i: int, fenced: list[bool], section: _DiffFile, hint: int | None,
+def _read_hunk(lines: list[str], i: int, fenced: list[bool | None], section: _DiffFile, hint: int | None,
                number: int) -> tuple[_Block, int]:
     label = f"hunk {number} (answer line {i})"
     first = i
     body: list[str] = []
     while i < len(lines):
         line = lines[i]
-        if line.startswith(("@@", "```", "~~~", "diff --git")):
+        if fenced[i] is None or line.startswith(("@@", "diff --git")):
             break
         if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
             break
@@ -598,22 +770,20 @@ def _hunk_sides(body: list[str], strip_space: bool) -> tuple[list[str], list[str
 
 
 def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
-    fences: list[tuple[int, int, str | None]] = []
+    fences: list[tuple[int, int, str | None, bool]] = []
     i = 0
     while i < len(lines):
-        opener = _FENCE.match(lines[i])
-        if not opener:
+        if not _FENCE.match(lines[i]):
             i += 1
             continue
-        mark = opener.group(1)
-        j = i + 1
-        while j < len(lines) and not (lines[j].strip().startswith(mark[0] * len(mark))
-                                      and not lines[j].strip().strip(mark[0])):
-            j += 1
-        fences.append((i, j, _path_before(lines, i + 1, repo)))
+        path = _path_before(lines, i + 1, repo)
+        end = _block_end(lines, i, _original_lines(repo, path), repo)
+        # Unclosed, the block runs to the end of the answer (not counting the empty line after its last newline).
+        j = (len(lines) - (lines[-1] == "")) if end is None else end
+        fences.append((i, j, path, end is not None))
         i = j + 1
     blocks: list[_Block] = []
-    for start, end, path in fences:
+    for start, end, path, closed in fences:
         content = lines[start + 1: end]
         notes: list[str] = []
         if path is None and content:
@@ -629,8 +799,25 @@ def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]
             else:
                 continue
         label = f"the file block for {path} (answer line {start + 1})"
-        blocks.append(_Block(label, path, [], content, whole=True, at=start, notes=notes))
+        blocks.append(_Block(label, path, [], content, whole=True, at=start, notes=notes,
+                             fence=_FENCE.match(lines[start]).group(1), closed=closed))
     return blocks, []
+
+
+def _original_lines(repo: _Repo, path: str | None) -> Counter[str] | None:
+    """The stripped lines of the file a whole-file block replaces, counted, when it can be told which one."""
+    names = [path] if path else repo.input_files[:1] if len(repo.input_files) == 1 else []
+    if path and not repo.known(path):
+        same = [p for p in repo.input_files if PurePosixPath(p).name == PurePosixPath(path).name]
+        names = same if len(same) == 1 else []
+    for name in names:
+        try:
+            target = repo.confine(name)[1]
+            if target.is_file():
+                return Counter(line.strip() for line in _split_keep(_decode(target.read_bytes())[0]) if line.strip())
+        except (OSError, PathRefused):
+            pass
+    return None
 
 
 def _file_starts_with(repo: _Repo, rel: str, line: str) -> bool:
@@ -817,6 +1004,9 @@ def _search_word(block: _Block) -> str:
 
 
 def _check_whole(block: _Block, state: _FileState) -> None:
+    cut = _cut_problem(block, state)
+    if cut:
+        raise _Problem(cut)
     old = {line.strip() for line in state.lines}
     if state.text().strip() and not any(line.strip() for line in block.replace):
         raise _Problem(f"the block for {state.rel} is empty; send the complete new content of the file")
@@ -827,6 +1017,61 @@ def _check_whole(block: _Block, state: _FileState) -> None:
         if _PLACEHOLDER.search(line) and line.strip() not in old:
             raise _Problem(f"the new content of {state.rel} contains the placeholder {line.strip()!r}; send the "
                            f"complete file with every line written out, not '...' or 'rest of the code'")
+
+
+def _cut_problem(block: _Block, state: _FileState) -> str | None:
+    """Why a whole-file block looks cut short, or None.
+
+    Cut: the block stops right where the file has a fence line that could have closed the answer's
+    fence, and hardly any of the file's lines after that one are in it; or the file loses more than
+    half its lines while it has such fence lines, or while nothing closed the block (the answer stopped).
+    """
+    old = [_bare(line) for line in state.lines]
+    new = [_bare(line) for line in block.replace]
+    run = block.fence
+    inner = [q for q, line in enumerate(old)
+             if (m := _FENCE_PARTS.match(line)) and m.group(2)[0] == run[0] and len(m.group(2)) >= len(run)]
+    if not old or (not inner and block.closed):
+        return None  # no line of the file can end this fence
+    last = next((line.strip() for line in reversed(new) if line.strip()), "")
+    kept = Counter(line.strip() for line in new if line.strip())
+    seen: Counter[str] = Counter()
+    done, best = 0, None
+    for q in inner:
+        for line in old[done: q + 1]:
+            if line.strip():
+                seen[line.strip()] += 1
+        done = q + 1
+        before = next((old[k].strip() for k in range(q - 1, -1, -1) if old[k].strip()), "")
+        if last in (before, old[q].strip()):
+            # How far the new content is from being the file up to q (lines it has beyond, or lacks).
+            distance = sum(((kept - seen) + (seen - kept)).values())
+            if best is None or distance <= best[0]:  # of equals, the latest: the least it may have kept
+                best = (distance, q, seen.copy())
+    at = None
+    if best is not None:
+        _, q, seen = best
+        rest = Counter(line.strip() for line in old[q + 1:] if line.strip())
+        # Hardly any of the file's lines after q are in the new content, beyond those it shares up to q.
+        found = sum(min(count, max(kept[line] - seen[line], 0)) for line, count in rest.items())
+        if rest and found * 4 < sum(rest.values()):
+            at = q
+    if at is None and not (len(old) >= 10 and len(new) * 2 < len(old)):
+        return None
+    rel, lost = state.rel, max(len(old) - len(new), 0 if at is None else len(old) - at)
+    fence = fence_for(state.text())
+    if not block.closed:
+        why = "your code block has no closing fence: the answer stopped before the end of the file"
+    elif at is not None:
+        why = (f"{rel} has lines that start with {old[at].strip()[:len(run)]} (line {at + 1} is one), and such a "
+               f"line ended your {run} code block, so the rest of the file was cut off")
+    else:
+        why = f"{rel} has lines that start with {run}, and one of them may have ended your {run} code block"
+    longer = f", fenced with {fence} (longer than any fence inside {rel}) so that its own lines stay in the block" \
+        if len(fence) > 3 else ""
+    return (f"{rel} was not replaced: your new content has {len(new)} lines, so the file would lose {lost} of its "
+            f"{len(old)} lines; {why}. Send the whole file again, every line{longer}:\n\n{rel}\n"
+            f"{fence}{_language(rel)}\n<all of {rel}, with your change made>\n{fence}")
 
 
 def _not_found(block: _Block, state: _FileState) -> str:
@@ -853,7 +1098,8 @@ def _not_found(block: _Block, state: _FileState) -> str:
     first = best + head
     span = f"line {first + 1}" if len(window) <= 1 else f"lines {first + 1}-{first + len(window)}"
     closest = "\n".join(window)
-    return (f"{what} is not in {rel}; the closest lines are ({span}):\n```\n{closest}\n```\n"
+    fence = fence_for(closest)
+    return (f"{what} is not in {rel}; the closest lines are ({span}):\n{fence}\n{closest}\n{fence}\n"
             f"Copy the lines exactly as they are in {rel}.")
 
 
@@ -984,10 +1230,19 @@ def _excerpt(text: str) -> list[str]:
     return chunk
 
 
-def edit_format_instructions(fmt: str, example_path: str, example_text: str) -> str:
-    """How to write an edit in `fmt`, illustrated on the real file the model has to change."""
+def edit_format_instructions(fmt: str, example_path: str, example_text: str, fence: str | None = None) -> str:
+    """How to write an edit in `fmt`, illustrated on the real file the model has to change.
+
+    `fence`: the longest fence the files were shown with (default: the one `example_text` needs, see
+    `fence_for`); when longer than ```, the model is told to fence its answer with it too.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown edit format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    fence = max(fence or "", fence_for(example_text), key=len)
+    long_fence = "" if len(fence) <= 3 else (
+        f" Some lines of the files start with ```, so the files are shown fenced with {fence} instead of ```: "
+        f"fence your answer with {fence} too, never ```, so that those lines do not end your block (copy them "
+        f"as they are).")
     excerpt = _excerpt(example_text)
     indent = _indent(excerpt[-1]) if excerpt else ""
     if excerpt and excerpt[-1].rstrip().endswith((":", "{")):
@@ -999,21 +1254,22 @@ def edit_format_instructions(fmt: str, example_path: str, example_text: str) -> 
         return (f"Reply with the complete new content of each file you change: the file's path alone on one "
                 f"line, then the whole file in a fenced code block. Write every line, even unchanged ones; "
                 f"never shorten with '...'. Use the exact path ({example_path}), not an invented one. Sending a "
-                f"file back unchanged does nothing: make the change the task needs.\n"
-                f"Like this:\n\n{example_path}\n```{lang}\n<all of {example_path}, with your change made>\n```")
+                f"file back unchanged does nothing: make the change the task needs.{long_fence}\n"
+                f"Like this:\n\n{example_path}\n{fence}{lang}\n<all of {example_path}, with your change made>\n"
+                f"{fence}")
     if fmt == "udiff":
         context = "\n".join(f" {line}" for line in excerpt)
         return (f"Reply with a unified diff. For each file: a '--- {example_path}' line, a '+++ {example_path}' "
                 f"line, then hunks that start with '@@ ... @@'. In a hunk, unchanged lines start with a space, "
                 f"removed lines with '-', added lines with '+'. Copy the old lines exactly from the file, with "
-                f"enough of them to match only one place. For example:\n\n```diff\n--- {example_path}\n"
-                f"+++ {example_path}\n@@ ... @@\n{context}\n+{added}\n```")
+                f"enough of them to match only one place.{long_fence} For example:\n\n{fence}diff\n"
+                f"--- {example_path}\n+++ {example_path}\n@@ ... @@\n{context}\n+{added}\n{fence}")
     search = "\n".join(excerpt)
     return (f"Reply with one SEARCH/REPLACE block per change. Write the file's exact path ({example_path}) alone "
             f"on the line before the block. SEARCH holds lines copied exactly from the current file, enough of "
             f"them to match only one place; REPLACE holds the lines that take their place. To create a new file, "
-            f"leave SEARCH empty. For example:\n\n{example_path}\n```\n<<<<<<< SEARCH\n{search}\n=======\n"
-            f"{search}\n{added}\n>>>>>>> REPLACE\n```")
+            f"leave SEARCH empty.{long_fence} For example:\n\n{example_path}\n{fence}\n<<<<<<< SEARCH\n{search}\n"
+            f"=======\n{search}\n{added}\n>>>>>>> REPLACE\n{fence}")
 
 
 def _language(path: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from auto_gvpie.edits import edit_format_instructions
+from auto_gvpie.edits import edit_format_instructions, fence_for
 from auto_gvpie.paths import PathRefused, clean, confine
 from auto_gvpie.pixels.program import json_schema
 from auto_gvpie.inbox import Task
@@ -54,9 +54,11 @@ def choose_edit_format(setting: str, files: dict[str, str]) -> str:
 
 
 def _fence(path: str, text: str) -> str:
+    """The file in a fenced block, with a fence longer than any ``` line in it (see `edits.fence_for`)."""
     lang = {".py": "python", ".rs": "rust", ".js": "javascript", ".ts": "typescript", ".json": "json",
             ".toml": "toml", ".md": "markdown", ".sh": "bash"}.get(Path(path).suffix, "")
-    return f"{path}\n```{lang}\n{text}{'' if text.endswith(chr(10)) or not text else chr(10)}```\n"
+    fence = fence_for(text)
+    return f"{path}\n{fence}{lang}\n{text}{'' if text.endswith(chr(10)) or not text else chr(10)}{fence}\n"
 
 
 def _shorten(text: str, max_chars: int, what: str, left_out: list[str]) -> str:
@@ -213,7 +215,8 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
     system = (
         "You are a careful software engineer. You change files in a git repository by answering with edits "
         "in exactly the format described below; paths are relative to the repository root. Answer with the "
-        "edits only, no explanations.\n\n" + edit_format_instructions(fmt, example_path, example_text))
+        "edits only, no explanations.\n\n" + edit_format_instructions(
+            fmt, example_path, example_text, max((fence_for(t) for t in files.values()), key=len, default=None)))
 
     def build(shares: dict[str, float], left_out: list[str]) -> str:
         return _code_user(task, files, tests, memory, history, failing, shares, budget, left_out)

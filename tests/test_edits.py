@@ -297,6 +297,283 @@ def test_instructions_use_the_language_comment():
     assert "// your new line" in text and "# your new line" not in text
 
 
+# ---------------------------------------------------------------- files with ``` lines inside (issue 11)
+
+
+def docstring_module(functions: int = 36) -> str:
+    """A Python module of about 600 lines whose docstrings and strings hold fenced examples: ```python
+    and bare ``` at the start of a line (module docstring, a template string) and indented (functions)."""
+    lines = ['"""Unit conversions for the lab notebook.', "", "Usage:", "", "```python",
+             "from units import convert_0", "convert_0(3.0)", "```", "", "The factors, as a table:", "", "```",
+             "name       factor", "convert_0  1.0", "```", '"""', "", "from __future__ import annotations", "",
+             "import math", "", 'REPORT = """\\', "# Report", "", "```", "{table}", "```", '"""', "", ""]
+    for n in range(functions):
+        fence = "```" if n % 4 == 3 else "```python"  # some examples open with a bare fence
+        lines += [f"def convert_{n}(value: float, factor: float = {n + 1}.0) -> float:",
+                  f'    """Convert a value with factor {n + 1}.', "", "    Example:", "", f"    {fence}",
+                  f"    >>> convert_{n}(2.0)", f"    {2.0 * (n + 1)}", "    ```", '    """', "    if value < 0:",
+                  f"        raise ValueError('convert_{n}: negative value')", "    scaled = value * factor",
+                  f"    return round(scaled, {n % 5 + 1})", "", ""]
+    lines += ["class Table:", '    """All conversions.', "", "    ```python", "    >>> Table().names()[0]",
+              "    'convert_0'", "    ```", '    """', "", "    def names(self) -> list[str]:",
+              f"        return [f'convert_{{n}}' for n in range({functions})]"]
+    return "\n".join(lines) + "\n"
+
+
+MODULE = docstring_module()
+MODULE_LINES = MODULE.splitlines(keepends=True)
+CHANGED = MODULE.replace("    return round(scaled, 3)\n", "    return round(scaled, 6)\n", 1)
+
+
+@pytest.fixture
+def units(repo) -> Path:
+    (repo / "units.py").write_text(MODULE)
+    return repo
+
+
+def whole(path: str, content: str, fence: str = "```", before: str = "", after: str = "") -> str:
+    return f"{before}{path}\n{fence}python\n{content}{fence}\n{after}"
+
+
+def test_the_module_is_realistic():
+    assert 590 <= len(MODULE_LINES) <= 640
+    assert MODULE.count("\n```\n") >= 4 and MODULE.count("    ```python\n") >= 20
+    assert MODULE.count("    return round(scaled, 3)\n") > 1 and CHANGED != MODULE
+    compile(MODULE, "units.py", "exec")
+
+
+def test_fence_for_is_longer_than_any_backtick_run_at_a_line_start():
+    assert edits.fence_for("x = 1\n") == "```"
+    assert edits.fence_for("x = '```'\n") == "```"  # not at a line start: cannot close a fence
+    assert edits.fence_for(MODULE) == "````"
+    assert edits.fence_for("  `````js\n~~~~\n") == "``````"
+
+
+@pytest.mark.parametrize("extra", ["", "prose", "bash block", "second file"])
+def test_a_whole_file_fenced_with_three_backticks_keeps_its_own_fences(units, extra):
+    """(a) The module comes back whole around its ```python and bare ``` lines, in any surroundings."""
+    (units / "test_units.py").write_text("from units import convert_0\n")
+    after = {"": "", "prose": "\nThis rounds convert_2 to 6 digits.\n",
+             "bash block": "\nRun the tests:\n```\npytest -q\n```\n",
+             "second file": "\ntest_units.py\n```python\nfrom units import convert_0, convert_2\n```\n"}[extra]
+    answer = whole("units.py", CHANGED, before="I changed the rounding of convert_2.\n\n", after=after)
+    applied = apply_answer(units, answer, "whole", ["units.py"])
+    assert (units / "units.py").read_text() == CHANGED
+    assert len((units / "units.py").read_text().splitlines()) == len(MODULE_LINES)
+    assert applied.files == (["units.py", "test_units.py"] if extra == "second file" else ["units.py"])
+    if extra == "second file":
+        assert (units / "test_units.py").read_text() == "from units import convert_0, convert_2\n"
+
+
+def test_a_whole_file_fenced_with_three_backticks_applies_whatever_line_changed(units):
+    """(a) Every one-line change, even one inside a short stretch between two of the file's fences,
+    is applied exactly, or refused; never written short."""
+    results = {"applied": 0, "refused": 0}
+    for k, line in enumerate(MODULE_LINES):
+        if not line.strip() or line.lstrip().startswith("```"):
+            continue
+        new = "".join(MODULE_LINES[:k] + [line.rstrip("\n") + "  # changed\n"] + MODULE_LINES[k + 1:])
+        (units / "units.py").write_text(MODULE)
+        try:
+            apply_answer(units, whole("units.py", new), "whole", ["units.py"])
+        except EditRefused as refused:
+            results["refused"] += 1
+            assert "fenced with ````" in str(refused), (k, str(refused))
+            assert (units / "units.py").read_text() == MODULE
+            continue
+        results["applied"] += 1
+        assert (units / "units.py").read_text() == new, k
+    assert results == {"applied": results["applied"], "refused": 0}
+
+
+@pytest.mark.parametrize("fence", ["````", "`````", "~~~"])
+def test_a_whole_file_fenced_with_a_longer_fence_applies(units, fence):
+    """(b) The fence the prompt showed the file with, or any other that none of its lines closes."""
+    applied = apply_answer(units, whole("units.py", CHANGED, fence, after="\nDone.\n"), "whole", ["units.py"])
+    assert applied.files == ["units.py"]
+    assert (units / "units.py").read_text() == CHANGED
+
+
+def test_search_replace_keeps_fence_lines_inside_search_and_replace(units):
+    """(c) The markers delimit a block: ``` lines in SEARCH and REPLACE are content."""
+    old = ('    Example:\n\n    ```python\n    >>> convert_12(2.0)\n    26.0\n    ```\n    """\n'
+           "    if value < 0:\n        raise ValueError('convert_12: negative value')\n")
+    new = ('    Example:\n\n    ```python\n    >>> convert_12(2.0)\n    26.0\n    >>> convert_12(1.0)\n    13.0\n'
+           '    ```\n\n    ```\n    convert_12(-1.0) raises ValueError\n    ```\n    """\n'
+           "    if value < 0:\n        raise ValueError('convert_12: negative value')\n")
+    expected = MODULE.replace(old, new)
+    assert expected != MODULE and MODULE.count(old) == 1
+    for fence in ("```", "````"):
+        (units / "units.py").write_text(MODULE)
+        answer = f"units.py\n{fence}python\n<<<<<<< SEARCH\n{old}=======\n{new}>>>>>>> REPLACE\n{fence}\n"
+        assert apply_answer(units, answer).files == ["units.py"]
+        assert (units / "units.py").read_bytes() == expected.encode()
+
+
+def test_search_replace_without_its_replace_marker_ends_at_the_blocks_own_fence(units):
+    """(c) A REPLACE that ends at the closing fence instead of >>>>>>> REPLACE keeps its inner ``` lines."""
+    old = '    ```python\n    >>> convert_12(2.0)\n    26.0\n    ```\n'
+    new = '    ```python\n    >>> convert_12(2.0)\n    26.0\n    >>> convert_12(0.0)\n    0.0\n    ```\n'
+    applied = apply_answer(units, f"units.py\n```python\n<<<<<<< SEARCH\n{old}=======\n{new}```\n\nDone.\n")
+    assert any("no >>>>>>> REPLACE line" in note for note in applied.notes)
+    assert (units / "units.py").read_text() == MODULE.replace(old, new)
+
+
+CUT_AT = MODULE_LINES.index("    Example:\n", len(MODULE_LINES) * 4 // 5)
+
+
+@pytest.mark.parametrize("where", ["module docstring", "late docstring", "no closing fence"])
+def test_a_whole_file_cut_at_one_of_its_fences_is_refused(units, where):
+    """(d) The model stopped at an inner fence (or at all): nothing is written, and the refusal
+    says how much would be lost and how to send the file."""
+    if where == "module docstring":  # it took the table's ``` for the end of its block
+        kept = MODULE_LINES[:MODULE_LINES.index("```\n", 8)]
+        answer = whole("units.py", "".join(kept))
+    elif where == "late docstring":  # it closed its fence where the file has "    ```python"
+        kept = MODULE_LINES[:CUT_AT + 2]
+        answer = whole("units.py", "".join(kept))
+    else:
+        kept = MODULE_LINES[:120]
+        answer = f"units.py\n```python\n{''.join(kept)}"
+    before = corpus.snapshot(units)
+    with pytest.raises(EditRefused) as refused:
+        apply_answer(units, answer, "whole", ["units.py"])
+    assert corpus.snapshot(units) == before
+    message = str(refused.value)
+    total = len(MODULE_LINES)
+    assert f"would lose {total - len(kept)} of its {total} lines" in message
+    assert "Send the whole file again" in message and "fenced with ````" in message
+    assert "units.py\n````python\n<all of units.py, with your change made>\n````" in message
+    if where == "late docstring":
+        assert f"line {CUT_AT + 3} is one" in message
+    # Sent again as asked, it applies.
+    assert apply_answer(units, whole("units.py", CHANGED, "````"), "whole", ["units.py"]).files == ["units.py"]
+    assert (units / "units.py").read_text() == CHANGED
+
+
+def test_a_deliberately_shorter_file_is_accepted_with_a_fence_no_line_of_it_closes(units):
+    short = "".join(MODULE_LINES[:100])
+    with pytest.raises(EditRefused, match="would lose"):
+        apply_answer(units, whole("units.py", short), "whole", ["units.py"])
+    apply_answer(units, whole("units.py", short, "````"), "whole", ["units.py"])
+    assert (units / "units.py").read_text() == short
+
+
+def test_small_rewrites_of_files_without_fences_are_not_taken_for_cuts(repo):
+    applied = apply_answer(repo, "calc.py\n```python\ndef add(a, b):\n    return a + b\n```\n", "whole")
+    assert applied.files == ["calc.py"]
+    (repo / "long.py").write_text("".join(f"X{n} = {n}\n" for n in range(100)))
+    apply_answer(repo, "long.py\n```python\nX0 = 0\n```\n", "whole")
+    assert (repo / "long.py").read_text() == "X0 = 0\n"
+
+
+def test_unified_diff_next_to_docstring_fence_lines(units):
+    """(e) A hunk whose context lines are a docstring's ``` lines."""
+    start = MODULE_LINES.index("    >>> convert_5(2.0)\n")
+    diff = (f"```diff\n--- a/units.py\n+++ b/units.py\n@@ -{start},6 +{start},7 @@\n     ```python\n"
+            "     >>> convert_5(2.0)\n-    12.0\n+    12.0\n+    >>> convert_5(0.5)\n+    3.0\n     ```\n"
+            '     """\n     if value < 0:\n```\n')
+    assert apply_answer(units, diff).files == ["units.py"]
+    assert (units / "units.py").read_text() == MODULE.replace(
+        "    >>> convert_5(2.0)\n    12.0\n", "    >>> convert_5(2.0)\n    12.0\n    >>> convert_5(0.5)\n    3.0\n")
+
+
+@pytest.mark.parametrize("fence", ["```", "````"])
+def test_unified_diff_whose_fence_context_lines_lost_their_space(units, fence):
+    """(e) The model dropped the leading space of context lines, among them the module docstring's
+    ``` lines: inside the answer's fence they are context, not the end of the block."""
+    diff = (f"{fence}diff\n--- a/units.py\n+++ b/units.py\n@@ -11,5 +11,5 @@\n\n```\n-name       factor\n"
+            f"+name       factor (times the value)\nconvert_0  1.0\n```\n{fence}\n\nThat renames the column.\n")
+    assert apply_answer(units, diff).files == ["units.py"]
+    assert (units / "units.py").read_text() == MODULE.replace("name       factor\n",
+                                                              "name       factor (times the value)\n")
+
+
+@pytest.mark.parametrize("fmt", ["search_replace", "udiff", "whole"])
+def test_instructions_for_a_file_with_fences_use_a_longer_fence(units, fmt):
+    """(f) The format example is fenced with ```` and says why; the SEARCH/REPLACE and diff examples
+    still apply to the real file."""
+    text = edit_format_instructions(fmt, "units.py", MODULE)
+    assert "fence your answer with ```` too" in text
+    assert "\n````" in text and "\n```\n" not in text.split("For example:")[-1].split("Like this:")[-1]
+    if fmt != "whole":
+        assert apply_answer(units, text, fmt).files == ["units.py"]
+    assert "fence your answer with" not in edit_format_instructions(fmt, "calc.py", CALC)
+    assert "fence your answer with `````" in edit_format_instructions(fmt, "calc.py", CALC, "`````")
+
+
+def test_closest_lines_are_shown_in_a_fence_they_cannot_close(units):
+    with pytest.raises(EditRefused) as refused:
+        apply_answer(units, sr("units.py", "The factors, as a tabel:\n\n```\nname  factor\n", "x\n"))
+    assert "the closest lines are (lines 10-13):\n````\nThe factors, as a table:\n\n```\nname" in str(refused.value)
+
+
+_DOC_LINE = st.one_of(st.sampled_from(['"""', '    """', "", "def f():", "    return x", "Example:", "    >>> f()"]),
+                      st.integers(0, 40).map(lambda n: f"v{n} = {n}"))
+_TAILS = {"none": "", "prose": "\nDone.\n", "bash block": "\nRun:\n```bash\npytest\n```\n",
+          "bare block": "\n```\npytest -q\n```\n", "second file": "\nother.py\n```python\nz = 1\n```\n"}
+
+
+@st.composite
+def _fenced_files(draw) -> list[str]:
+    """Lines of a file: code, and fenced examples (```, ````, ~~~, with or without info, indented or not)."""
+    lines: list[str] = []
+    for _ in range(draw(st.integers(1, 12))):
+        if draw(st.booleans()):
+            lines += draw(st.lists(_DOC_LINE, min_size=1, max_size=6))
+        else:
+            indent = draw(st.sampled_from(["", "    "]))
+            run = draw(st.sampled_from(["```", "```", "~~~", "````"]))
+            info = draw(st.sampled_from(["", "python", "text"]))
+            body = draw(st.lists(_DOC_LINE, min_size=1, max_size=3))
+            lines += [f"{indent}{run}{info}", *(indent + line for line in body), f"{indent}{run}"]
+    return lines
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=_fenced_files(), data=st.data(), plain=st.booleans(), tail=st.sampled_from(sorted(_TAILS)))
+def test_whole_file_with_fence_lines_is_written_exactly_or_refused(lines, data, plain, tail):
+    """Fenced as the prompt shows it, any one-line change applies exactly; fenced with ```, it applies
+    exactly or is refused with the longer fence to use; in no case is the file written otherwise."""
+    body = [k for k, line in enumerate(lines) if not line.lstrip().startswith(("```", "~~~"))] or [0]
+    k = data.draw(st.sampled_from(body))
+    old = "".join(f"{line}\n" for line in lines)
+    new = "".join(f"{line}\n" for line in lines[:k] + ["changed = True"] + lines[k + 1:])
+    fence = "```" if plain else edits.fence_for(old + new)
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        (repo / "m.py").write_text(old)
+        try:
+            applied = apply_answer(repo, f"m.py\n{fence}python\n{new}{fence}\n{_TAILS[tail]}", "whole", ["m.py"])
+        except EditRefused as refused:
+            event("refused")
+            assert plain and "fenced with" in str(refused), str(refused)
+            assert corpus.snapshot(repo) == {"m.py": ("file", old.encode())}
+            return
+        event("applied")
+        assert (repo / "m.py").read_text() == new
+        assert applied.files == (["m.py", "other.py"] if tail == "second file" else ["m.py"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=_fenced_files(), data=st.data(), closed=st.booleans())
+def test_whole_file_cut_at_one_of_its_own_fences_is_never_written(lines, data, closed):
+    """The model stopped where the file has a ``` line (closing its fence there, or not at all)."""
+    cuts = [k for k, line in enumerate(lines)
+            if line.lstrip().startswith("```") and any(rest.strip() for rest in lines[k + 1:])]
+    if not cuts:
+        return
+    q = data.draw(st.sampled_from(cuts))
+    old = "".join(f"{line}\n" for line in lines)
+    answer = "m.py\n```python\n" + "".join(f"{line}\n" for line in lines[:q]) + ("```\n" if closed else "")
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        (repo / "m.py").write_text(old)
+        with pytest.raises(EditRefused):
+            apply_answer(repo, answer, "whole", ["m.py"])
+        assert (repo / "m.py").read_text() == old
+
+
 # ---------------------------------------------------------------- the service's own files
 
 OWN = ("auto_tasks.json", "gvpie.toml", ".gvpie", "artifacts", "lancedb")

@@ -147,3 +147,35 @@ def test_pixel_prompt_keeps_a_small_task_whole():
     prompt = pixel_prompt(task(kind="pixel", title="Boot screen", description="A green GVPIE logo."), "", [])
     assert prompt.left_out == []
     assert "# Task: Boot screen\n" in prompt_text(prompt) and "A green GVPIE logo." in prompt_text(prompt)
+
+
+DOCSTRING_FENCES = ('"""Helpers.\n\nExample:\n\n```python\nfrom helpers import double\ndouble(2)\n```\n"""\n\n\n'
+                    'def double(x):\n    """Twice x.\n\n    ```python\n    >>> double(2)\n    4\n    ```\n    """\n'
+                    '    return 2 * x\n')
+
+
+@pytest.mark.parametrize("setting", ["auto", "whole", "search_replace", "udiff"])
+def test_a_file_with_fence_lines_is_shown_with_a_longer_fence_and_the_answer_asked_for_in_it(world, setting):
+    """Issue 11: a ``` line inside a file shown in a ``` fence ended the block for the model."""
+    (world / "helpers.py").write_text(DOCSTRING_FENCES)
+    the_task = task(inputs=("helpers.py", "calc.py"), tests=("pytest -q test_calc.py",))
+    prompt = code_prompt(the_task, world, "", [], setting, 8192, 1024, count)
+    system, user = prompt.messages[0]["content"], prompt.messages[1]["content"]
+    assert f"helpers.py\n````python\n{DOCSTRING_FENCES}````\n" in user
+    assert "calc.py\n```python\n" in user and "test_calc.py\n```python\n" in user  # no ``` inside: plain fences
+    assert "fence your answer with ```` too, never ```" in system
+    assert "\n````" in system
+
+
+def test_the_longest_fence_of_any_shown_file_is_asked_for(world):
+    (world / "notes.md").write_text("# Notes\n\n`````\nfour backticks: ````\n`````\n")
+    prompt = ask(world, task(inputs=("calc.py", "notes.md")))
+    assert "notes.md\n``````markdown\n" in prompt.messages[1]["content"]
+    assert "fence your answer with `````` too" in prompt.messages[0]["content"]
+    assert "fence your answer with" not in prompt_text(ask(world, task(inputs=("calc.py",))))
+
+
+def test_fence_helper_uses_the_shortest_safe_fence():
+    assert prompts._fence("a.py", "x = 1\n") == "a.py\n```python\nx = 1\n```\n"
+    assert prompts._fence("a.py", "x = 1") == "a.py\n```python\nx = 1\n```\n"
+    assert prompts._fence("a.md", "```\ncode\n```") == "a.md\n````markdown\n```\ncode\n```\n````\n"
