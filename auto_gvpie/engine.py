@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from auto_gvpie import prompts
 from auto_gvpie.config import Settings
@@ -88,14 +88,14 @@ class Engine:
         log.info("picked %s (%s): %s", task.id, task.kind, task.title)
         kind = kind_for(task)
         job = Job(task, self.settings, self.llm, lambda number, stage: self._stage(task, number, stage),
-                  self._run_tests)
+                  lambda commands, number, stage: self._run(job, commands, number, stage))
         first = (self.store.get(task.id).attempts or 0) + 1
         try:
             with LeaseKeeper(self.settings.state_dir, task.id, self.owner), kind.workspace(job):
                 outcome = self._attempts(job, kind, first)
         except (LLMUnreachable, WorkspaceError, Stopped, KeyboardInterrupt) as exc:
             # Not the task's fault: it waits for the server, the repository or the next start.
-            self.store.release(task.id, self.owner)
+            self.store.release(task.id, self.owner, str(exc) if isinstance(exc, WorkspaceError) else None)
             log.info("released %s back to pending: %s", task.id, type(exc).__name__)
             raise
         except Exception as exc:
@@ -164,9 +164,10 @@ class Engine:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _run_tests(self, job: Job, number: int, stage: str) -> list[CommandResult]:
+    def _run(self, job: Job, commands: Sequence[str], number: int, stage: str) -> list[CommandResult]:
+        """The user's commands (tests, setup) in the task's worktree: sandboxed, timed, stoppable."""
         results = []
-        for command in job.task.tests:
+        for command in commands:
             self._stage(job.task, number, f"{stage}: {command}")
             results.append(run_command(command, job.worktree.path, job.task.test_timeout or self.settings.test_timeout,
                                        should_stop=self.should_stop, sandbox=self.sandbox))

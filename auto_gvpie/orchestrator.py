@@ -199,9 +199,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     widths = [max(len(r[i]) for r in [head, *table]) for i in range(5)]
     for row in [head, *table]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
-    for task, *_, warnings in rows:
+    for task, task_status, _, error, _, warnings in rows:
         for warning in warnings:
             print(f"warning: {task.id}: {warning}")
+        if task_status == Status.PENDING and error and (len(error) > 70 or "\n" in error):
+            # Why a task waits (the repository or its tests cannot be used) is worth reading whole.
+            print(f"waiting: {task.id}: " + "\n  ".join(error.strip().splitlines()[:4]))
     if any(t.kind_inferred for t, *_ in rows):
         print("* kind inferred from the title and description (set \"kind\" to choose)")
     return EXIT_OK

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from auto_gvpie import prompts
 from auto_gvpie.config import Settings
@@ -43,7 +43,7 @@ class Job:
     settings: Settings
     llm: LLM
     stage: Callable[[int, str], None]  # attempt number, what is happening (heartbeat + progress)
-    run_tests: Callable[["Job", int, str], list[CommandResult]]  # the task's commands in the worktree
+    run: Callable[[Sequence[str], int, str], list[CommandResult]]  # commands, attempt, stage: run as tests run
     worktree: Worktree | None = None
     baseline: list[CommandResult] = field(default_factory=list)  # the tests on the untouched tree
     latest_tests: list[CommandResult] = field(default_factory=list)  # the newest results: "failing now"

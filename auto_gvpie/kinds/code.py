@@ -12,9 +12,7 @@ with a plain message (a `WorkspaceError`: the task stays pending) instead of bur
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,7 +23,7 @@ from auto_gvpie.edits import EditRefused, apply_answer
 from auto_gvpie.kinds import AttemptResult, Delivery, Job, Stopped
 from auto_gvpie.paths import protected_by
 from auto_gvpie.runner import CommandResult
-from auto_gvpie.state import AttemptRecord, StateStore
+from auto_gvpie.state import AttemptRecord
 from auto_gvpie.testsel import SETTINGS_HINT, cannot_start, failing_tests, is_test_path, test_files, widen
 from auto_gvpie.workspace import Worktree, WorkspaceError, apply_to_checkout
 
@@ -61,12 +59,12 @@ class CodeKind:
                 self._setup(job)
             if settings.setup or settings.copy_ignored:
                 worktree.settle()  # what setup built or was copied is not part of the patch
-            job.baseline = job.latest_tests = job.run_tests(job, 0, "baseline tests")
+            job.baseline = job.latest_tests = job.run(job.task.tests, 0, "baseline tests")
             self._check_baseline(job)
             self.judges = {rel for command in job.task.tests for rel in test_files(command, worktree.path)}
             self.widened = list(dict.fromkeys(w for c in job.task.tests if (w := widen(c, worktree.path))))
             if self.widened:
-                before = _run(job, self.widened, 0, "baseline tests (whole files)")
+                before = job.run(self.widened, 0, "baseline tests (whole files)")
                 self.widened_before = {r.command: r for r in before}
             yield
 
@@ -75,7 +73,7 @@ class CodeKind:
         timeout). It runs before the model has written anything, so a failure is the environment's:
         the queue stops and the task stays pending."""
         command = job.settings.setup
-        (result,) = _run(job, [command], 0, "setup")
+        (result,) = job.run([command], 0, "setup")
         if result.stopped:
             raise Stopped()
         if not result.passed:
@@ -84,7 +82,6 @@ class CodeKind:
             message = (f"the setup command failed in a fresh worktree: `{command}` ({status})"
                        + (f":\n{tail}" if tail else "") + "\nFix it, or the setup setting in gvpie.toml; "
                        "the tasks stay pending.")
-            _tell_status(job, message)
             raise WorkspaceError(message)
 
     def _check_baseline(self, job: Job) -> None:
@@ -101,7 +98,6 @@ class CodeKind:
                 message = (f"the tests cannot run in a fresh worktree: `{test.command}` → {blocker.line}\n"
                            f"{blocker.hint}\n{SETTINGS_HINT}")
                 log.info("%s: %s", job.task.id, message.replace("\n", " "))
-                _tell_status(job, message)
                 raise WorkspaceError(message)
 
     def prompt(self, job: Job, recall: str) -> prompts.Prompt:
@@ -135,7 +131,7 @@ class CodeKind:
             return AttemptResult("refused", f"Your edit was refused, nothing was changed:\n{reasons}", answer,
                                  summary=f"edit refused: {judges[0]} is a test file the task does not list in inputs")
         log.info("attempt %d of %s: edit applied to %s", number, task.id, ", ".join(applied.files))
-        tests = job.run_tests(job, number, "running tests")
+        tests = job.run(job.task.tests, number, "running tests")
         failing = [t for t in tests if not t.passed]
         log.info("attempt %d of %s: tests %s", number, task.id, "fail" if failing else "pass")
         if not failing:
@@ -165,7 +161,7 @@ class CodeKind:
         the change broke it; one that already failed on the untouched tree is not blamed on it."""
         if not self.widened:
             return AttemptResult("passed", "", answer, tests, "patch", None)
-        wide = _run(job, self.widened, number, "running whole test files")
+        wide = job.run(self.widened, number, "running whole test files")
         broken: list[tuple[CommandResult, list[str]]] = []
         for result in wide:
             if result.passed:
@@ -207,27 +203,3 @@ class CodeKind:
         log.info("patch for %s: %s", job.task.id, applied.message)
         return Delivery(applied.message, AttemptRecord(job.task, number, "patch_saved", answer=patch,
                                                        artifact_kind="patch", artifact_path=str(patch_path)))
-
-
-def _run(job: Job, commands: Sequence[str], number: int, stage: str) -> list[CommandResult]:
-    """Run other commands exactly as the task's tests run (the engine's runner: the worktree, the
-    sandbox, the timeout, stop requests, heartbeats), through `Job.run_tests` with the task's
-    commands swapped for these."""
-    task = dataclasses.replace(job.task, tests=tuple(commands))
-    return job.run_tests(dataclasses.replace(job, task=task), number, stage)
-
-
-def _tell_status(job: Job, message: str) -> None:
-    """Put why the task cannot run where `--status` shows it (the engine releases the task back to
-    pending without a reason); the next claim of the task clears it."""
-    try:
-        store = StateStore(job.settings.state_dir)
-    except sqlite3.Error as exc:
-        log.warning("cannot note the problem for --status: %s", exc)
-        return
-    try:
-        store.warn(job.task.id, [message])
-    except sqlite3.Error as exc:
-        log.warning("cannot note the problem for --status: %s", exc)
-    finally:
-        store.close()
