@@ -120,11 +120,10 @@ class Engine:
             started = time.monotonic()
             recall = self.memory.recall(task.id, task.title, task.description, task.kind)
             prompt = kind.prompt(job, recall)
-            if prompt.warnings:
-                self.store.warn(task.id, prompt.warnings)
+            self.store.annotate(task.id, prompt.warnings, kind.notes())
             result, llm_seconds = self._answer(job, kind, number, prompt)
             job.latest_tests = result.tests or job.latest_tests
-            self._record(job, number, result, prompt, llm_seconds, time.monotonic() - started)
+            self._record(job, number, result, prompt, kind.details(), llm_seconds, time.monotonic() - started)
             if result.outcome == "passed":
                 delivery = kind.deliver(job, number, result)
                 if delivery.record is not None:
@@ -173,7 +172,7 @@ class Engine:
                                        should_stop=self.should_stop, sandbox=self.sandbox))
         return results
 
-    def _record(self, job: Job, number: int, result: AttemptResult, prompt: prompts.Prompt,
+    def _record(self, job: Job, number: int, result: AttemptResult, prompt: prompts.Prompt, details: dict,
                 llm_s: float, total_s: float) -> None:
         """Every attempt leaves a file under artifacts/, a row in the state store and a memory row."""
         task = job.task
@@ -186,7 +185,8 @@ class Engine:
             error_lines=tuple(_key_lines(result.feedback)), llm_seconds=llm_s,
             test_seconds=sum(t.duration_s for t in result.tests), total_seconds=total_s,
             artifact_kind=result.artifact_kind or "answer", artifact_path=result.artifact_path or str(path))
-        write_attempt_file(path, record, result.tests, prompt.warnings)
+        write_attempt_file(path, record, result.tests, {"warnings": prompt.warnings, "excerpts": prompt.excerpts,
+                                                        "prompt_tokens": prompt.tokens, **details})
         self.store.record_attempt(record)
         self.memory.remember(record)
 

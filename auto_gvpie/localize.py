@@ -41,6 +41,7 @@ from typing import Iterable, Sequence
 
 from auto_gvpie.codeindex import SKIP_DIRS, CodeIndex, Symbol, language_of, parse_symbols
 from auto_gvpie.paths import PathRefused, clean, confine, protected_by
+from auto_gvpie.testsel import is_test_path
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,6 @@ _PY_IMPORT = re.compile(r"^[ \t]*import[ \t]+([\w.]+(?:[ \t]+as[ \t]+\w+)?(?:[ \
 _JS_IMPORT = re.compile(r"""(?:import\s+(?:([\w{}\s,*]+)\s+from\s+)?|require\s*\(\s*)['"]([^'"]+)['"]""")
 _RUST_USE = re.compile(r"^\s*(?:pub\s+)?use\s+([\w:]+)(?:::\{([\w\s,:]+)\})?\s*;", re.MULTILINE)
 
-_TEST_DIRS = {"tests", "test", "__tests__", "spec", "specs"}
-_TEST_NAME = re.compile(r"^(test_.*\.py|.*_test\.(py|go|rs)|conftest\.py|.*\.(test|spec)\.[jt]sx?|.*_spec\.rb)$")
 
 _cache: OrderedDict[tuple[str, str], list[Symbol]] = OrderedDict()
 
@@ -581,13 +580,6 @@ def _score_search(index: CodeIndex | None, title: str, description: str, output:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-def is_test_path(path: str) -> bool:
-    """A conventional test file: under tests/ (test/, __tests__/, spec/), or test_*.py, *_test.go,
-    *.test.js, *.spec.ts, conftest.py and the like."""
-    parts = PurePosixPath(path).parts
-    return any(part in _TEST_DIRS for part in parts[:-1]) or bool(_TEST_NAME.match(parts[-1] if parts else ""))
-
 
 def _is_test_symbol(symbol: Symbol) -> bool:
     """A test function or class, also inside a module of code (Rust `mod tests`, Python `test_*`)."""

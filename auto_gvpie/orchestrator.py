@@ -171,17 +171,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for task in tasks:
         state = states.get(task.id)
         error = (state.last_error if state else None) or (why.get(task.id) if status[task.id] == Status.PENDING else None)
-        warnings = state.warnings if state else []
         rows.append((task, status[task.id], state.attempts if state else 0, error, state.stage if state else None,
-                     warnings))
+                     state.warnings if state else [], state.notes if state else []))
     counts = {s.value: 0 for s in Status}
     for _, task_status, *_ in rows:
         counts[task_status] += 1
     sandbox = _sandbox_line(settings)
     if args.json:
         print(json.dumps({"counts": counts, "sandbox": sandbox, "tasks": [
-            {"id": t.id, "title": t.title, "status": s, "attempts": a, "error": e, "warnings": w}
-            for t, s, a, e, _, w in rows]}))
+            {"id": t.id, "title": t.title, "status": s, "attempts": a, "error": e, "warnings": w, "notes": n}
+            for t, s, a, e, _, w, n in rows]}))
         return EXIT_OK
     print(f"tasks: {settings.tasks_file}   " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     from auto_gvpie.daemon import describe
@@ -195,13 +194,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     head = ("ID", "KIND", "STATUS", "TRIES", "PRI", "LAST ERROR / STAGE")
     table = [(t.id, t.kind + ("*" if t.kind_inferred else ""), s, f"{a}/{t.max_attempts}", str(t.priority),
               (stage if s == Status.IN_PROGRESS and stage else e or "").replace("\n", " ")[:70])
-             for t, s, a, e, stage, _ in rows]
+             for t, s, a, e, stage, _, _ in rows]
     widths = [max(len(r[i]) for r in [head, *table]) for i in range(5)]
     for row in [head, *table]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
-    for task, task_status, _, error, _, warnings in rows:
+    for task, task_status, _, error, _, warnings, notes in rows:
         for warning in warnings:
             print(f"warning: {task.id}: {warning}")
+        for note in notes:
+            print(f"note: {task.id}: {note}")
         if task_status == Status.PENDING and error and (len(error) > 70 or "\n" in error):
             # Why a task waits (the repository or its tests cannot be used) is worth reading whole.
             print(f"waiting: {task.id}: " + "\n  ".join(error.strip().splitlines()[:4]))

@@ -11,16 +11,23 @@ import logging
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
+from auto_gvpie import excerpt
+from auto_gvpie.codeindex import Symbol
 from auto_gvpie.edits import edit_format_instructions, fence_for
+from auto_gvpie.inbox import Task
 from auto_gvpie.paths import PathRefused, clean, confine
 from auto_gvpie.pixels.program import json_schema
-from auto_gvpie.inbox import Task
 
 log = logging.getLogger(__name__)
 
 WHOLE_FILE_MAX_LINES = 400  # beyond this, rewriting whole files costs small models too many tokens
+FILE_CHARS = 24_000  # a file larger than this is shown as an excerpt: its skeleton, never a blind cut
+# A file where localisation found the symbols that matter is shown focused beyond this size: those
+# symbols whole, the rest as one-line signatures. Prompt processing is the slow part on a laptop CPU
+# (a 6k-token prompt: minutes), so the model reads what matters, not the whole module.
+FOCUSED_FILE_CHARS = 8_000
 MAX_INPUT_BYTES = 2_000_000  # an input larger than this could never be edited through a prompt
 
 
@@ -42,6 +49,7 @@ class Prompt:
     max_tokens: int | None = None  # answer budget; None: the configured maximum
     # Inputs that were not shown and why (outside the repository, binary, ...), for `--status`.
     warnings: list[str] = field(default_factory=list)
+    excerpts: list[str] = field(default_factory=list)  # files shown in part (focused symbols and skeleton)
 
 
 def choose_edit_format(setting: str, files: dict[str, str]) -> str:
@@ -201,11 +209,19 @@ def test_files(worktree: Path, commands: Sequence[str], inputs: Sequence[str],
 
 def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt], setting_format: str,
                 context_window: int, answer_tokens: int, count: Callable[[str], int], failing: str = "",
-                protected: Sequence[str] = ()) -> Prompt:
+                protected: Sequence[str] = (), shown: Sequence[str] | None = None,
+                focus: Mapping[str, Sequence[Symbol]] | None = None) -> Prompt:
     """`failing`: what the failing tests print on the tree as it is now (first: the untouched tree).
-    `protected`: the service's own repo-relative paths, never shown (see `paths.confine`)."""
-    files, warnings = read_inputs(worktree, task.inputs, protected)
+    `protected`: the service's own repo-relative paths, never shown (see `paths.confine`).
+    `shown`: the files to show (default: the task's inputs; localisation adds the files it found);
+    `focus`: per file, the symbols that matter, shown whole when the file is shown in part."""
+    focus = focus or {}
+    files, warnings = read_inputs(worktree, task.inputs if shown is None else shown, protected)
+    limits = {rel: FOCUSED_FILE_CHARS if focus.get(rel) else FILE_CHARS for rel in files}
+    excerpts = [rel for rel, text in files.items() if len(text) > limits[rel]]
     fmt = choose_edit_format(setting_format, files)
+    if excerpts and fmt == "whole":
+        fmt = "search_replace"  # a file shown in part cannot be written out whole
     tests = test_files(worktree, task.tests, task.inputs, protected)
     budget = context_window - answer_tokens - 64
     file_tokens = sum(count(t) for t in files.values())
@@ -219,25 +235,30 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
             fmt, example_path, example_text, max((fence_for(t) for t in files.values()), key=len, default=None)))
 
     def build(shares: dict[str, float], left_out: list[str]) -> str:
-        return _code_user(task, files, tests, memory, history, failing, shares, budget, left_out)
+        return _code_user(task, files, tests, memory, history, failing, shares, budget, left_out, limits, focus)
 
     user, left_out, tokens = _fit(system, build, ("memory", "previous", "tests", "task", "files"),
                                   {"task": _task_floor(task, budget)}, budget, count)
     # An answer needs about as many tokens as the files it rewrites; a tighter budget stops a small
     # model that rambles (seen: 2,000 tokens of repetition) minutes earlier.
-    needed = 2 * file_tokens + 512
+    # With no file to show, the model must write one from nothing: no tighter budget then.
+    needed = 2 * file_tokens + 512 if files else answer_tokens
     return Prompt([{"role": "system", "content": system}, {"role": "user", "content": user}], fmt, left_out, tokens,
-                  min(answer_tokens, needed), warnings)
+                  min(answer_tokens, needed), warnings, excerpts)
 
 
 def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory: str, history: list[Attempt],
-               failing: str, shares: dict[str, float], budget: int, left_out: list[str]) -> str:
+               failing: str, shares: dict[str, float], budget: int, left_out: list[str],
+               limits: Mapping[str, int], focus: Mapping[str, Sequence[Symbol]]) -> str:
     parts = _task_text(task, shares["task"], budget, left_out)
     if files:
         parts.append("## Files to change (current contents)\n")
+        bodies = {rel: excerpt.render(rel, text, focus.get(rel, ()), int(limits[rel] * shares["files"])).text
+                  for rel, text in files.items() if text}
+        if any(bodies[rel] != files[rel] for rel in bodies):
+            parts.append(excerpt.NOTE + "\n")
         for rel, text in files.items():
-            body = _shorten(text, int(24_000 * shares["files"]), rel, left_out) if text else ""
-            parts.append(_fence(rel, body) if text else f"{rel}\n(this file does not exist yet; create it)\n")
+            parts.append(_fence(rel, bodies[rel]) if text else f"{rel}\n(this file does not exist yet; create it)\n")
     if task.tests:
         parts.append("## Tests that must pass\n" + "\n".join(f"- `{c}`" for c in task.tests) + "\n")
         for rel, text in tests.items():

@@ -23,7 +23,8 @@ def clip_middle(text: str, limit: int = MAX_STORED_CHARS) -> str:
     return f"{text[:head]}\n[... {len(text) - head - tail} characters left out ...]\n{text[-tail:]}"
 
 
-def write_attempt_file(path: Path, record: AttemptRecord, tests: list[CommandResult], warnings: list[str]) -> None:
+def write_attempt_file(path: Path, record: AttemptRecord, tests: list[CommandResult], context: dict) -> None:
+    """`context`: how the prompt was built (warnings, files shown in part, the localisation ranking)."""
     data = {
         "task": record.task.id, "attempt": record.attempt, "outcome": record.outcome,
         "answer": clip_middle(record.answer), "feedback": clip_middle(record.feedback),
@@ -31,5 +32,5 @@ def write_attempt_file(path: Path, record: AttemptRecord, tests: list[CommandRes
         "total_seconds": round(record.total_seconds, 3),
         "tests": [{"command": t.command, "exit_code": t.exit_code, "duration_s": round(t.duration_s, 3),
                    "timed_out": t.timed_out, "output": clip_middle(t.output)} for t in tests],
-        "warnings": warnings}
+        **context}
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -44,6 +44,7 @@ class TaskState:
     updated: float | None = None
     artifacts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ CREATE TABLE IF NOT EXISTS derived (
     title_key TEXT NOT NULL, n INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (title_key, n));
 """
 # Columns added after the first release; a state.db from then gets them on open.
-_ADDED_COLUMNS = {"lease_start": "TEXT", "warnings": "TEXT NOT NULL DEFAULT '[]'"}
+_ADDED_COLUMNS = {"lease_start": "TEXT", "warnings": "TEXT NOT NULL DEFAULT '[]'", "notes": "TEXT NOT NULL DEFAULT '[]'"}
 
 
 def process_start(pid: int | None) -> str | None:
@@ -213,6 +214,7 @@ class StateStore:
         data = {k: row[k] for k in row.keys()}
         data["artifacts"] = json.loads(data["artifacts"])
         data["warnings"] = json.loads(data.get("warnings") or "[]")
+        data["notes"] = json.loads(data.get("notes") or "[]")
         return TaskState(**data)
 
     def get(self, task_id: str) -> TaskState | None:
@@ -247,7 +249,7 @@ class StateStore:
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE tasks SET status='in_progress', lease_owner=?, lease_pid=?, lease_host=?, lease_start=?,"
-                " heartbeat=?, updated=?, stage='claimed', warnings='[]' WHERE id=? AND status='pending'",
+                " heartbeat=?, updated=?, stage='claimed', warnings='[]', notes='[]' WHERE id=? AND status='pending'",
                 (owner, os.getpid(), socket.gethostname(), _MY_START, now, now, task_id))
             return cur.rowcount == 1
 
@@ -257,9 +259,11 @@ class StateStore:
             "UPDATE tasks SET heartbeat=?, updated=?, stage=COALESCE(?, stage) WHERE id=? AND lease_owner=?",
             (now, now, stage, task_id, owner))
 
-    def warn(self, task_id: str, warnings: list[str]) -> None:
-        """Problems with the task as written (a refused input), shown by --status."""
-        self.db.execute("UPDATE tasks SET warnings=? WHERE id=?", (json.dumps(warnings), task_id))
+    def annotate(self, task_id: str, warnings: list[str], notes: list[str]) -> None:
+        """Shown by --status: problems with the task as written (a refused input), and notes on how it
+        is approached (the files localisation chose)."""
+        self.db.execute("UPDATE tasks SET warnings=?, notes=? WHERE id=?",
+                        (json.dumps(warnings), json.dumps(notes), task_id))
 
     def record_attempt(self, record: AttemptRecord) -> None:
         detail = record.feedback[:2000] or None

@@ -10,7 +10,8 @@ from pathlib import Path
 from conftest import git, make_repo
 
 from auto_gvpie.codeindex import parse_symbols
-from auto_gvpie.localize import is_test_path, localize
+from auto_gvpie.localize import localize
+from auto_gvpie.testsel import is_test_path
 
 # The fault: 11th, 12th and 13th are special; ordinal() knows nothing of it.
 TEXT_RAISES = '''SUFFIXES = {1: "st", 2: "nd", 4: "th", 5: "th", 6: "th", 7: "th", 8: "th", 9: "th", 0: "th"}

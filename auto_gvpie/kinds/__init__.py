@@ -73,6 +73,12 @@ class TaskKind(Protocol):
     def deliver(self, job: Job, number: int, result: AttemptResult) -> Delivery:
         ...
 
+    def notes(self) -> list[str]:
+        """What the user should know about how the task was approached (files chosen), for --status."""
+
+    def details(self) -> dict:
+        """The same in full, for the attempt files."""
+
 
 def kind_for(task: Task) -> TaskKind:
     from auto_gvpie.kinds.code import CodeKind

@@ -21,6 +21,7 @@ from auto_gvpie import prompts
 from auto_gvpie.config import CONFIG_FILE, Settings
 from auto_gvpie.edits import EditRefused, apply_answer
 from auto_gvpie.kinds import AttemptResult, Delivery, Job, Stopped
+from auto_gvpie.localize import Ranking, localize
 from auto_gvpie.paths import protected_by
 from auto_gvpie.runner import CommandResult
 from auto_gvpie.state import AttemptRecord
@@ -28,6 +29,8 @@ from auto_gvpie.testsel import SETTINGS_HINT, cannot_start, failing_tests, is_te
 from auto_gvpie.workspace import Worktree, WorkspaceError, apply_to_checkout
 
 log = logging.getLogger(__name__)
+
+LOCATED_FILES = 2  # files shown when the task names none: an 8k context holds about two focused files
 
 
 def service_paths(settings: Settings) -> list[str]:
@@ -48,6 +51,7 @@ class CodeKind:
         self.widened: list[str] = []  # the task's commands widened to whole test files (those that differ)
         self.widened_before: dict[str, CommandResult] = {}  # those, on the untouched tree
         self.judges: set[str] = set()  # files the task's commands name as tests
+        self.ranking: Ranking | None = None  # where the fault probably is, and why (once per task)
 
     @contextmanager
     def workspace(self, job: Job) -> Iterator[None]:
@@ -103,13 +107,35 @@ class CodeKind:
     def prompt(self, job: Job, recall: str) -> prompts.Prompt:
         failing = "\n".join(f"$ {t.command}   (exit code {t.exit_code})\n{t.output.strip()}"
                             for t in job.latest_tests if not t.passed)
-        settings = job.settings
-        prompt = prompts.code_prompt(job.task, job.worktree.path, recall, job.history, settings.edit_format,
+        settings, task = job.settings, job.task
+        if self.ranking is None:
+            # From the untouched tree's failures: later attempts change the tree, not where the bug is.
+            self.ranking = localize(job.worktree.path, task.title, task.description, task.tests, failing, None,
+                                    task.inputs, protected=service_paths(settings))
+            log.info("localisation for %s: %s", task.id, self.ranking.summary())
+        prompt = prompts.code_prompt(task, job.worktree.path, recall, job.history, settings.edit_format,
                                      job.llm.context_window, settings.max_answer_tokens, job.llm.count_tokens,
-                                     failing, protected=service_paths(settings))
+                                     failing, protected=service_paths(settings), shown=self._shown(task),
+                                     focus={f.path: f.symbols for f in self.ranking.files})
         if prompt.left_out:
-            log.info("prompt for %s shortened: %s", job.task.id, "; ".join(prompt.left_out))
+            log.info("prompt for %s shortened: %s", task.id, "; ".join(prompt.left_out))
         return prompt
+
+    def _shown(self, task) -> list[str]:
+        """The task's inputs; without any, the files localisation ranks first: the best one, and the
+        next while it scores at least half as well (a fix often spans a caller and a callee)."""
+        if task.inputs:
+            return list(task.inputs)
+        found = self.ranking.files[:LOCATED_FILES]
+        return [f.path for f in found if f.score >= found[0].score / 2]
+
+    def notes(self) -> list[str]:
+        """For --status: which files were chosen and why."""
+        return [f"files: {self.ranking.summary()}"] if self.ranking and self.ranking.files else []
+
+    def details(self) -> dict:
+        """For the attempt file: the whole ranking with its reasons."""
+        return {"localisation": self.ranking.to_json()} if self.ranking else {}
 
     def result(self, job: Job, number: int, answer: str, prompt: prompts.Prompt) -> AttemptResult:
         task = job.task

@@ -47,6 +47,12 @@ class PixelKind:
     def deliver(self, job: Job, number: int, result: AttemptResult) -> Delivery:
         return Delivery()  # the program and its PNG are already in artifacts/
 
+    def notes(self) -> list[str]:
+        return []
+
+    def details(self) -> dict:
+        return {}
+
 
 def _gpu_check(task_id: str, program_path: Path, artifacts: Path) -> None:
     """Also execute on the GPU runner when asked; a missing GPU is noted, not a task failure."""

@@ -1,0 +1,81 @@
+"""Tasks written as bug reports: the worker finds the file, shows the part that matters, and the edit
+applies to the real file (issue 11). The real CLI, a real repository, the scripted loopback LLM."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import make_repo, run_cli, write_tasks
+from llm_server import LLMServer
+
+TEXT = '''"""Text helpers."""
+
+
+def ordinal(number):
+    """The number with its English ordinal suffix."""
+    if 10 <= number % 100 <= 20:
+        suffix = "th"
+    else:
+        suffix = {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+'''
+TEST = '''from pkg.text import ordinal
+
+
+def test_teens():
+    assert ordinal(13) == "13th"
+    assert ordinal(21) == "21st"
+'''
+BUGGY = TEXT.replace("10 <= number % 100 <= 20", "11 <= number % 100 <= 12")
+FIX = ('pkg/text.py\n```python\n<<<<<<< SEARCH\n    if 11 <= number % 100 <= 12:\n=======\n'
+       '    if 10 <= number % 100 <= 20:\n>>>>>>> REPLACE\n```\n')
+OTHERS = {f"pkg/mod{n}.py": f'def helper_{n}(x):\n    """Unrelated helper {n}."""\n    return x + {n}\n' for n in range(5)}
+
+
+def user_prompt(request: dict) -> str:
+    return "\n".join(m["content"] for m in request["messages"] if m["role"] == "user")
+
+
+def test_a_bug_report_without_file_names_is_fixed_in_the_file_the_traceback_names(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/text.py": BUGGY, "tests/test_text.py": TEST,
+                                         **OTHERS})
+    home = tmp_path / "home"
+    home.mkdir()
+    write_tasks(home, [{"id": "teens", "title": "ordinal(13) returns '13rd'", "kind": "code",
+                        "tests": ["python -m pytest -q tests/test_text.py"]}])
+    with LLMServer([FIX]) as server:
+        out = run_cli("--home", str(home), "--repo", str(repo), "--llm-url", server.url, "--no-memory", "--once")
+        (request,) = server.requests
+    assert out.returncode == 0, out.stdout + out.stderr
+    prompt = user_prompt(request)
+    assert "pkg/text.py" in prompt and "def ordinal(number):" in prompt
+    assert "helper_3" not in prompt  # unrelated modules are not shown
+    assert "10 <= number % 100 <= 20" in (repo / "pkg" / "text.py").read_text()
+    attempt = json.loads((home / "artifacts" / "teens.attempt-1.json").read_text())
+    best = attempt["localisation"]["files"][0]
+    assert best["path"] == "pkg/text.py" and any("traceback" in r or "ordinal" in r for r in best["reasons"])
+    status = run_cli("--home", str(home), "--status").stdout
+    assert "note: teens: files: pkg/text.py" in status
+
+
+def test_a_large_file_is_shown_focused_and_the_edit_applies_to_the_real_file(tmp_path):
+    filler = "".join(f'\n\ndef helper_{n}(value):\n    """Helper {n}."""\n    total = value\n'
+                     + "".join(f"    total += {i}\n" for i in range(12)) + "    return total\n" for n in range(90))
+    big = BUGGY + filler
+    assert big.count("\n") > 1500
+    repo = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/text.py": big, "tests/test_text.py": TEST})
+    home = tmp_path / "home"
+    home.mkdir()
+    write_tasks(home, [{"id": "teens", "title": "Fix ordinal() for 11-13", "kind": "code", "inputs": ["pkg/text.py"],
+                        "tests": ["python -m pytest -q tests/test_text.py"]}])
+    with LLMServer([FIX]) as server:
+        out = run_cli("--home", str(home), "--repo", str(repo), "--llm-url", server.url, "--no-memory", "--once")
+        (request,) = server.requests
+    assert out.returncode == 0, out.stdout + out.stderr
+    prompt = user_prompt(request)
+    assert "def ordinal(number):" in prompt and '    """The number with its English ordinal suffix."""' in prompt
+    assert "not shown" in prompt and len(prompt) < len(big) / 3  # focused, not the whole module
+    after = (repo / "pkg" / "text.py").read_text()
+    assert after == big.replace("11 <= number % 100 <= 12", "10 <= number % 100 <= 20")
+    attempt = json.loads((home / "artifacts" / "teens.attempt-1.json").read_text())
+    assert attempt["excerpts"] == ["pkg/text.py"]
