@@ -29,6 +29,7 @@ class Settings:
     llm_retries: int = 4
     context_window: int = 8192
     max_answer_tokens: int = 2048
+    samples: int = 1  # candidate answers per attempt, each checked by the tests (--samples N)
     edit_format: str = "auto"  # auto | whole | search_replace | udiff
     test_timeout: float = 300.0
     apply: str = "checkout"  # checkout | branch | none

@@ -134,7 +134,37 @@ class Engine:
         return Outcome(task.id, Status.FAILED, max(task.max_attempts, first - 1), self._artifacts(task), last_error)
 
     def _answer(self, job: Job, kind: TaskKind, number: int, prompt: prompts.Prompt) -> tuple[AttemptResult, float]:
-        """Ask the model, then let the kind turn the answer into a result; an unusable answer is a result too."""
+        """Ask for up to `samples` answers; each distinct one is tried on the same tree; the first that
+        passes everything wins. Otherwise the most promising is kept (its tree is where the next
+        attempt starts) and fed back: for a small model, independent samples checked by the tests
+        are worth more than a longer chain of feedback."""
+        samples = max(1, self.settings.samples)
+        start = kind.snapshot(job) if samples > 1 else None
+        best: tuple[AttemptResult, object] | None = None
+        tried: set[str] = set()
+        llm_seconds = 0.0
+        for sample in range(samples):
+            answer, bad, seconds = self._ask(job, kind, number, prompt, sample)
+            llm_seconds += seconds
+            if bad is None and " ".join(answer.split()) in tried:
+                continue  # the same answer again: its result is known
+            tried.add(" ".join(answer.split()))
+            result = bad or kind.result(job, number, answer, prompt)
+            if result.outcome == "passed":
+                return result, llm_seconds
+            if samples > 1:
+                if best is None or _promise(result) > _promise(best[0]):
+                    best = (result, kind.snapshot(job))
+                kind.reset(job, start)
+            else:
+                best = (result, None)
+        if samples > 1 and best[1] is not None:
+            kind.reset(job, best[1])
+        return best[0], llm_seconds
+
+    def _ask(self, job: Job, kind: TaskKind, number: int, prompt: prompts.Prompt,
+             sample: int) -> tuple[str, AttemptResult | None, float]:
+        """One answer (text, None) or an unusable one (its partial text, a bad_answer result)."""
         task = job.task
         tokens = 0
 
@@ -144,22 +174,22 @@ class Engine:
             if tokens % 8 == 1:
                 self.progress(task.id, number, f"LLM answering ({tokens} tokens)")
 
-        self._stage(task, number, f"asking {self.llm.model}")
+        self._stage(task, number, f"asking {self.llm.model}" + (f" (sample {sample + 1})" if sample else ""))
         started = time.monotonic()
         try:
             completion = self.llm.complete(prompt.messages, json_schema=kind.schema,
                                            max_tokens=prompt.max_tokens or self.settings.max_answer_tokens,
-                                           on_token=on_token)
+                                           on_token=on_token, sample=sample)
         except BadAnswer as exc:
             log.info("attempt %d of %s: unusable answer (%s)", number, task.id, exc.reason)
             feedback = f"Your answer could not be used ({exc.reason}): {exc}"
             if exc.reason == "truncated":
                 feedback += "\nThe answer was cut off: answer shorter (only the changed parts)."
-            return (AttemptResult("bad_answer", feedback, exc.partial_text, summary=f"unusable LLM answer: {exc}"),
-                    time.monotonic() - started)
-        llm_seconds = time.monotonic() - started
-        log.info("attempt %d of %s: LLM answered in %d ms", number, task.id, llm_seconds * 1000)
-        return kind.result(job, number, completion.text, prompt), llm_seconds
+            return exc.partial_text, AttemptResult("bad_answer", feedback, exc.partial_text,
+                                                   summary=f"unusable LLM answer: {exc}"), time.monotonic() - started
+        seconds = time.monotonic() - started
+        log.info("attempt %d of %s: LLM answered in %d ms", number, task.id, seconds * 1000)
+        return completion.text, None, seconds
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -198,6 +228,13 @@ class Engine:
     def _stage(self, task: Task, number: int, stage: str) -> None:
         self.store.heartbeat(task.id, self.owner, stage)
         self.progress(task.id, number, stage)
+
+
+def _promise(result: AttemptResult) -> tuple[int, int]:
+    """How close a failed candidate came: tests ran (the more passing, the better) over a refused or
+    unusable answer."""
+    applied = result.outcome == "tests_failed"
+    return (1 if applied else 0, sum(t.passed for t in result.tests))
 
 
 def _key_lines(feedback: str, limit: int = 8) -> list[str]:

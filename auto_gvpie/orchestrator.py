@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--edit-format", choices=("auto", "whole", "search_replace", "udiff"))
     more.add_argument("--apply", choices=("checkout", "branch", "none"),
                       help="where a finished patch goes: your working tree (default), a new branch, or artifacts only")
+    more.add_argument("--samples", type=int, metavar="N",
+                      help="candidate answers per attempt, each tried on its own copy of the tree; the first that "
+                           "passes every check wins (default 1)")
     more.add_argument("--sandbox", choices=("auto", "on", "off"),
                       help="run test commands under bubblewrap: read-only filesystem but the worktree, private /tmp, "
                            "no network, nothing outlives them (auto: where bubblewrap works; the default)")
@@ -77,7 +80,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings({
         "home": args.home, "tasks_file": args.tasks, "repo": args.repo, "llm": args.llm, "llm_url": args.llm_url,
         "model": args.model, "edit_format": args.edit_format, "apply": args.apply, "gpu": args.gpu,
-        "memory": args.memory, "interval": args.interval, "workers": args.workers, "sandbox": args.sandbox})
+        "memory": args.memory, "interval": args.interval, "workers": args.workers, "sandbox": args.sandbox,
+        "samples": args.samples})
 
 
 def _setup_logging(settings: Settings | None, verbose: bool) -> None:
@@ -364,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_tasks is not None and args.max_tasks < 1:
         print("auto-gvpie: --max-tasks must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.samples is not None and not 1 <= args.samples <= 16:
+        print("auto-gvpie: --samples must be between 1 and 16", file=sys.stderr)
         return EXIT_USAGE
     from auto_gvpie.llm import LLMError, LLMUnreachable
     from auto_gvpie.sandbox import SandboxError

@@ -122,6 +122,17 @@ class Worktree:
         git(self.path, "add", "-A")
         self.base = git(self.path, "write-tree").stdout.strip()
 
+    def snapshot(self) -> str:
+        """The tree as it is now, as a git tree id: each candidate answer of an attempt starts from it."""
+        git(self.path, "add", "-A")
+        return git(self.path, "write-tree").stdout.strip()
+
+    def reset_to(self, tree: str) -> None:
+        """The worktree's files exactly as in `tree`: changed ones put back, added ones removed (files
+        git ignores, such as what a setup command built, stay)."""
+        git(self.path, "add", "-A")
+        git(self.path, "read-tree", "--reset", "-u", tree)
+
     def checkpoint(self) -> None:
         """Stage the tree as it is now (the index of a task's worktree is the service's own), so that
         `restore` can put back the files an edit then changes."""

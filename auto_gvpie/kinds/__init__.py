@@ -73,6 +73,12 @@ class TaskKind(Protocol):
     def deliver(self, job: Job, number: int, result: AttemptResult) -> Delivery:
         ...
 
+    def snapshot(self, job: Job) -> object:
+        """The workspace's state before a candidate answer is tried (None when answers leave no state)."""
+
+    def reset(self, job: Job, snapshot: object) -> None:
+        """Back to `snapshot`, so the next candidate starts from the same tree."""
+
     def notes(self) -> list[str]:
         """What the user should know about how the task was approached (files chosen), for --status."""
 

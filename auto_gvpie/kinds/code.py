@@ -129,6 +129,12 @@ class CodeKind:
         found = self.ranking.files[:LOCATED_FILES]
         return [f.path for f in found if f.score >= found[0].score / 2]
 
+    def snapshot(self, job: Job) -> str:
+        return job.worktree.snapshot()
+
+    def reset(self, job: Job, snapshot: object) -> None:
+        job.worktree.reset_to(str(snapshot))
+
     def notes(self) -> list[str]:
         """For --status: which files were chosen and why."""
         return [f"files: {self.ranking.summary()}"] if self.ranking and self.ranking.files else []

@@ -47,6 +47,12 @@ class PixelKind:
     def deliver(self, job: Job, number: int, result: AttemptResult) -> Delivery:
         return Delivery()  # the program and its PNG are already in artifacts/
 
+    def snapshot(self, job: Job) -> None:
+        return None  # the first valid program wins; nothing to undo for the next candidate
+
+    def reset(self, job: Job, snapshot: object) -> None:
+        pass
+
     def notes(self) -> list[str]:
         return []
 
