@@ -882,7 +882,9 @@ def _open_llm(spec: str, home: Path):
 
 def run_suite(suite: Path, config: str, llm_spec: str = "embedded", samples: int = 1, memory: bool = True,
               max_attempts: int = 3, limit: int | None = None, only: list[str] | None = None,
-              workdir: Path | None = None, log=print) -> dict:
+              workdir: Path | None = None, log=print, results_path: Path | None = None) -> dict:
+    """Runs the engine on each task; with `results_path`, the results so far are written there after
+    every task (a run cut short still leaves its numbers)."""
     sys.path[:0] = [str(ROOT)]
     from auto_gvpie.config import Settings, load_settings
     from auto_gvpie.engine import Engine
@@ -902,6 +904,10 @@ def run_suite(suite: Path, config: str, llm_spec: str = "embedded", samples: int
     inner = _open_llm(llm_spec, home)
     llm = CountingLLM(inner)
     store_memory = Memory(home, enabled=memory)
+    header = {"engine": "auto-gvpie", "config": config, "llm": llm_spec, "model": getattr(inner, "model", "?"),
+              "samples": samples, "memory": memory, "max_attempts": max_attempts, "suite": str(suite),
+              "date": date.today().isoformat(), "machine": _machine(),
+              "command": " ".join(["bench/real_repos.py", *sys.argv[1:]]), "planned": len(tasks)}
     results = []
     for task in tasks:
         folder = suite / task["id"]
@@ -951,11 +957,10 @@ def run_suite(suite: Path, config: str, llm_spec: str = "embedded", samples: int
         log(f"  [{config}] {task['id']:36s} {'SOLVED' if verdict['solved'] else 'failed':6s} {status} "
             f"attempts={attempts} {wall:.1f}s tokens={[c['prompt_tokens'] for c in calls]} "
             f"loc={ranking[:3]} ({source})", flush=True)
+        if results_path is not None:
+            results_path.write_text(json.dumps(header | {"tasks": results}, indent=2) + "\n")
     store_memory.close()
-    return {"engine": "auto-gvpie", "config": config, "llm": llm_spec, "model": getattr(inner, "model", "?"),
-            "samples": samples, "memory": memory, "max_attempts": max_attempts, "suite": str(suite),
-            "date": date.today().isoformat(), "machine": _machine(),
-            "command": " ".join(["bench/real_repos.py", *sys.argv[1:]]), "tasks": results}
+    return header | {"tasks": results}
 
 
 def _machine() -> str:
@@ -1065,7 +1070,11 @@ def describe(result: dict) -> str:
             f"{'on' if result['memory'] else 'off'}, max_attempts {result.get('max_attempts', 3)}")
 
 
-def report(paths: list[Path], write: bool = True) -> str:
+def _num(value: float, digits: int) -> str:
+    return "—" if value != value else f"{value:.{digits}f}"
+
+
+def report(paths: list[Path], write: bool = True, note: str = "") -> str:
     results = [json.loads(p.read_text()) for p in paths]
     manifest = {}
     suite = Path(results[0]["suite"]) if results else None
@@ -1074,9 +1083,11 @@ def report(paths: list[Path], write: bool = True) -> str:
     rows = []
     for result in results:
         s = summarise(result)
-        rows.append(f"| {describe(result)} | {s['named']} | {s['report']} | {s['all']} | {s['top1']} "
-                    f"(report tasks {s['report_top1']}) | {s['top3']} | {s['wall']:.1f} | {s['wall_solved']:.1f} | "
-                    f"{s['tokens']:.0f} ({s['attempts']} calls) |")
+        planned = result.get("planned", len(result["tasks"]))
+        partial = f" — partial: {len(result['tasks'])} of {planned} planned tasks" if len(result["tasks"]) < planned else ""
+        rows.append(f"| {describe(result)}{partial} | {s['named']} | {s['report']} | {s['all']} | {s['top1']} "
+                    f"(report tasks {s['report_top1']}) | {s['top3']} | {_num(s['wall'], 1)} | {_num(s['wall_solved'], 1)} | "
+                    f"{_num(s['tokens'], 0)} ({s['attempts']} calls) |")
     kept = ""
     if manifest:
         counts = ", ".join(f"{label}: " + ", ".join(f"{k} {v['kept']} kept/{v['rejected']} rejected"
@@ -1086,10 +1097,12 @@ def report(paths: list[Path], write: bool = True) -> str:
         kept = (f"Suite: {len(manifest['tasks'])} tasks (seed {manifest['seed']}) from the pinned sdists {pins} "
                 f"(`bench/real_repos_pins.toml`, SHA-256 checked); half name the file in `inputs`, half give only a "
                 f"bug report and a test command. Each task's tests fail on the mutant and pass, with their whole test "
-                f"files, on the original (`bench/real_repos.py verify`). Mutants per project and kind: {counts}.")
+                f"files, on the original (`bench/real_repos.py verify`). Mutants per project and kind: {counts}. "
+                f"Built with `.venv/bin/python bench/real_repos.py generate --out ~/.cache/auto-gvpie/bench/suite "
+                f"--seed {manifest['seed']} --count {manifest['count']}`.")
     body = "\n".join([
         f"Machine: {results[0]['machine'] if results else '?'}; {results[0]['date'] if results else ''}.",
-        "Commands: " + "; ".join(f"`.venv/bin/python {r['command']}`" for r in results) + ".",
+        "Commands: " + "; ".join(f"`.venv/bin/python {r['command']}`".replace(str(Path.home()), "~") for r in results) + ".",
         "",
         kept,
         "",
@@ -1102,6 +1115,7 @@ def report(paths: list[Path], write: bool = True) -> str:
         "median wall s per task | median wall s per solved task | median prompt tokens per attempt |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
+        *(["", note] if note else []),
     ])
     if write:
         sys.path[:0] = [str(ROOT / "bench")]
@@ -1144,6 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="write the real_repos section of docs/BENCHMARKS.md")
     p.add_argument("results", nargs="+", type=Path)
     p.add_argument("--print-only", action="store_true")
+    p.add_argument("--note", default="", help="a paragraph under the table (what was run, what was not)")
     args = parser.parse_args(argv)
     if args.command == "generate":
         pins = [p for p in load_pins() if not args.only or p.name in args.only]
@@ -1156,17 +1171,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "aider"):
         suite = args.suite.expanduser()
         if args.command == "run":
+            out = args.results or suite.parent / f"results-{args.config}.json"
             result = run_suite(suite, args.config, args.llm, args.samples, not args.no_memory, args.max_attempts,
-                               args.limit, args.only, args.keep)
+                               args.limit, args.only, args.keep, results_path=out)
         else:
             result = run_aider(suite, args.url, args.limit, args.only, workdir=args.keep)
-        out = args.results or suite.parent / f"results-{result['config']}.json"
+            out = args.results or suite.parent / f"results-{result['config']}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
         s = summarise(result)
         print(f"{describe(result)}: solved {s['all']} (named {s['named']}, report {s['report']}), "
               f"top-1 {s['top1']}, top-3 {s['top3']}, median wall {s['wall']:.1f} s -> {out}")
         return 0
-    print(report(args.results, write=not args.print_only))
+    print(report(args.results, write=not args.print_only, note=args.note))
     return 0
 
 
