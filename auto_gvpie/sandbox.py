@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -76,10 +77,26 @@ class Sandbox:
         common = _git_common_dir(cwd)
         if common is not None and common.is_dir():
             binds += ["--ro-bind", str(common), str(common)]
+        for path in _tools_under_tmp():
+            binds += ["--ro-bind", str(path), str(path)]
         # Writable binds last, so they win over anything read-only above them.
         for path in (cwd, *(Path(p).resolve() for p in writable)):
             binds += ["--bind", str(path), str(path)]
         return [self.binary, *_flags(self.network), *binds, "--chdir", str(cwd), "--", *argv]
+
+
+def _tools_under_tmp() -> list[Path]:
+    """What the private /tmp would hide but commands need: this interpreter's environment (a venv
+    in a checkout under /tmp) and the PATH entries there; shown read-only."""
+    tmp = Path("/tmp").resolve()
+    found: list[Path] = []
+    for raw in (sys.prefix, sys.base_prefix, *os.environ.get("PATH", "").split(os.pathsep)):
+        if not raw:
+            continue
+        path = Path(raw).resolve()
+        if path.is_relative_to(tmp) and path != tmp and path.is_dir() and path not in found:
+            found.append(path)
+    return found
 
 
 @functools.lru_cache(maxsize=None)

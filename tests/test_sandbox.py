@@ -255,3 +255,22 @@ def test_settings(tmp_path):
     assert load_settings({"home": str(tmp_path)}, env={}).sandbox == "auto"
     with pytest.raises(ConfigError, match="auto, on, off"):
         load_settings({"home": str(tmp_path)}, env={"GVPIE_SANDBOX": "sometimes"})
+
+
+@needs_bwrap
+def test_tools_under_tmp_stay_visible_behind_the_private_tmp(tmp_path, monkeypatch):
+    """A checkout and its venv under /tmp (CI clones there): the private /tmp must not hide the
+    interpreter or the PATH entries the commands run."""
+    tools = tmp_path / "venv" / "bin"
+    tools.mkdir(parents=True)
+    tool = tools / "mytool"
+    tool.write_text("#!/bin/sh\necho tool ran\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_command("mytool && touch made-here", work, 30, sandbox=open_sandbox("on"))
+    assert result.passed and "tool ran" in result.output, result.output
+    assert (work / "made-here").exists()
+    blocked = run_command(f"touch {tools}/written", work, 30, sandbox=open_sandbox("on"))
+    assert not blocked.passed and not (tools / "written").exists()  # shown read-only
