@@ -276,6 +276,7 @@ def _python_doc(node: tree_sitter.Node) -> str:
 
 
 def _comment_doc(leading: list[tree_sitter.Node]) -> str:
+    """The first line of the doc comments among `leading`, without `///`, `/**`, `*`."""
     lines = []
     for node in leading:
         if node.type == "attribute_item" or node.type == "decorator":
@@ -307,21 +308,23 @@ def _words(name: str) -> str:
 
 
 def search_text(symbol: Symbol) -> str:
-    """What the full-text index sees of a symbol: names (camelCase also as words, since the
-    tokenizer splits only at punctuation), signature, doc and path."""
-    words = f" ({_words(symbol.name)})" if re.search(r"[a-z0-9][A-Z]", symbol.name) else ""
-    return "\n".join(p for p in (f"{symbol.kind} {symbol.qualname}{words}", symbol.signature, symbol.doc, symbol.path)
-                     if p)
+    """What the full-text index sees of a symbol: names, signature, doc and path."""
+    return "\n".join(p for p in (_head(symbol), symbol.signature, symbol.doc, symbol.path) if p)
 
 
 def embedding_text(symbol: Symbol) -> str:
     """What is embedded for a symbol. Embedding is nearly all of the first index's time and grows
     with the tokens, so this is kept short: the signature's start and the last two parts of the
     path (the directory names say more than the package prefix)."""
-    words = f" ({_words(symbol.name)})" if re.search(r"[a-z0-9][A-Z]", symbol.name) else ""
     short_path = "/".join(PurePosixPath(symbol.path).with_suffix("").parts[-2:])
-    return "\n".join(p for p in (f"{symbol.kind} {symbol.qualname}{words}", _cut(symbol.signature, TEXT_SIGNATURE),
-                                  symbol.doc, short_path) if p)
+    return "\n".join(p for p in (_head(symbol), _cut(symbol.signature, TEXT_SIGNATURE), symbol.doc, short_path) if p)
+
+
+def _head(symbol: Symbol) -> str:
+    """"method Cache.getItem (get item)": a camelCase name also as words, since the full-text
+    tokenizer splits only at punctuation (snake_case splits at the underscores by itself)."""
+    words = f" ({_words(symbol.name)})" if re.search(r"[a-z0-9][A-Z]", symbol.name) else ""
+    return f"{symbol.kind} {symbol.qualname}{words}"
 
 
 # -- the index -----------------------------------------------------------------------------------
