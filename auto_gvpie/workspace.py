@@ -128,47 +128,13 @@ class Worktree:
         return git(self.path, "write-tree").stdout.strip()
 
     def reset_to(self, tree: str) -> None:
-        """The worktree's files exactly as in `tree`: changed ones put back, added ones removed (files
-        git ignores, such as what a setup command built, stay)."""
+        """The worktree's files exactly as in `tree` (a `snapshot`): changed ones put back, added ones
+        removed. Files copied from the checkout are copied again, since git may ignore them; other
+        ignored files (what a setup command built) stay as they are."""
         git(self.path, "add", "-A")
         git(self.path, "read-tree", "--reset", "-u", tree)
-
-    def checkpoint(self) -> None:
-        """Stage the tree as it is now (the index of a task's worktree is the service's own), so that
-        `restore` can put back the files an edit then changes."""
-        git(self.path, "add", "-A")
-
-    def restore(self, files: Sequence[str]) -> None:
-        """Put `files` (repo-relative, as an applied edit names them) back as they were at the last
-        `checkpoint`: staged files from the index, copied ones from the checkout; a file that did not
-        exist then is removed. A git-ignored file the setup built cannot be restored and is left."""
-        files = [rel for rel in dict.fromkeys(files) if rel]
-        if not files:
-            return
-        literal = [f":(literal){rel}" for rel in files]
-        staged = {name for name in git(self.path, "ls-files", "-z", "--", *literal).stdout.split("\0") if name}
-        if staged:
-            git(self.path, "checkout", "--", *(f":(literal){rel}" for rel in sorted(staged)))
-        for rel in files:
-            if rel in staged:
-                continue
-            try:
-                _, real = confine(self.path, rel)
-            except PathRefused:
-                continue
-            if rel in self.copied:
-                shutil.copy2(confine(self.repo, rel)[1], real)
-            elif git(self.path, "check-ignore", "-q", "--", rel, check=False).returncode == 0:
-                log.warning("cannot restore %s in %s: git ignores it and it was not copied", rel, self.path)
-            else:
-                real.unlink(missing_ok=True)
-                parent = real.parent
-                while parent != self.path.resolve() and parent.is_relative_to(self.path.resolve()):
-                    try:
-                        parent.rmdir()  # only empty directories the edit made
-                    except OSError:
-                        break
-                    parent = parent.parent
+        for rel in self.copied:
+            shutil.copy2(confine(self.repo, rel)[1], confine(self.path, rel)[1])
 
 
 def copy_untracked(checkout: Path, target: Path, patterns: Sequence[str], protected: Sequence[str] = ()) -> list[str]:

@@ -230,20 +230,20 @@ def test_settle_keeps_setup_outputs_out_of_the_patch(tmp_path):
     assert "BUILD-INFO" not in patch and "+    return a + b" in patch
 
 
-def test_restore_undoes_one_answer_and_keeps_the_attempts_before_it(tmp_path):
+def test_reset_undoes_one_answer_and_keeps_the_attempts_before_it(tmp_path):
     repo = make_repo(tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TEST_CALC, ".gitignore": "*.gen\n"})
     (repo / "v.gen").write_text("copied")
     with Worktree(repo, tmp_path / "state", "t3", ["v.gen"]) as worktree:
         first = CALC.replace("a - b", "b - a")
         (worktree.path / "calc.py").write_text(first)  # what an earlier attempt left
-        worktree.checkpoint()
+        before = worktree.snapshot()
         answer = ("calc.py\n```\n<<<<<<< SEARCH\n    return b - a\n=======\n    return a + b\n>>>>>>> REPLACE\n```\n"
                   "test_calc.py\n```\n<<<<<<< SEARCH\n    assert add(2, 3) == 5\n=======\n    assert True\n"
                   ">>>>>>> REPLACE\n```\nnew/dir/test_more.py\n```\n<<<<<<< SEARCH\n=======\nx = 1\n"
                   ">>>>>>> REPLACE\n```\nv.gen\n```\n<<<<<<< SEARCH\ncopied\n=======\nchanged\n>>>>>>> REPLACE\n```\n")
         applied = apply_answer(worktree.path, answer, "auto", ["calc.py"])
         assert set(applied.files) == {"calc.py", "test_calc.py", "new/dir/test_more.py", "v.gen"}
-        worktree.restore(applied.files)
+        worktree.reset_to(before)
         assert (worktree.path / "calc.py").read_text() == first
         assert (worktree.path / "test_calc.py").read_text() == TEST_CALC
         assert (worktree.path / "v.gen").read_text() == "copied"

@@ -146,7 +146,7 @@ class CodeKind:
     def result(self, job: Job, number: int, answer: str, prompt: prompts.Prompt) -> AttemptResult:
         task = job.task
         job.stage(number, "applying edit")
-        job.worktree.checkpoint()  # the tree before this answer, for a refusal after applying
+        before = job.worktree.snapshot()  # the tree before this answer, for a refusal after applying
         try:
             applied = apply_answer(job.worktree.path, answer, prompt.edit_format or "auto", task.inputs,
                                    protected=service_paths(job.settings))
@@ -156,7 +156,7 @@ class CodeKind:
                                  summary=f"edit refused: {str(exc).strip().splitlines()[0]}")
         judges = self._test_files_touched(task.inputs, applied.files)
         if judges:
-            job.worktree.restore(applied.files)
+            job.worktree.reset_to(before)
             log.info("attempt %d of %s: edit refused: it changes test file(s) %s", number, task.id, ", ".join(judges))
             reasons = "\n".join(f"- {rel} is a test file the task does not list in inputs; the tests are the judge, "
                                  f"change the code under test instead" for rel in judges)
