@@ -30,6 +30,8 @@ class Settings:
     context_window: int = 8192
     max_answer_tokens: int = 2048
     samples: int = 1  # candidate answers per attempt, each checked by the tests (--samples N)
+    llm_parallel: int = 1  # requests sent at once for those samples (a server with several slots)
+    code_index: bool = True  # index the repository (LanceDB table `code`) to find files for tasks naming none
     edit_format: str = "auto"  # auto | whole | search_replace | udiff
     test_timeout: float = 300.0
     apply: str = "checkout"  # checkout | branch | none

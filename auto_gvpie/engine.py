@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from auto_gvpie import prompts
 from auto_gvpie.config import Settings
@@ -143,38 +144,69 @@ class Engine:
         best: tuple[AttemptResult, object] | None = None
         tried: set[str] = set()
         llm_seconds = 0.0
-        for sample in range(samples):
-            answer, bad, seconds = self._ask(job, kind, number, prompt, sample)
-            llm_seconds += seconds
-            if bad is None and " ".join(answer.split()) in tried:
-                continue  # the same answer again: its result is known
-            tried.add(" ".join(answer.split()))
-            result = bad or kind.result(job, number, answer, prompt)
-            if result.outcome == "passed":
-                return result, llm_seconds
-            if samples > 1:
-                if best is None or _promise(result) > _promise(best[0]):
-                    best = (result, kind.snapshot(job))
-                kind.reset(job, start)
-            else:
-                best = (result, None)
+        answers = self._answers(job, kind, number, prompt, samples)
+        try:
+            for answer, bad, seconds in answers:
+                llm_seconds += seconds
+                if bad is None and " ".join(answer.split()) in tried:
+                    continue  # the same answer again: its result is known
+                tried.add(" ".join(answer.split()))
+                result = bad or kind.result(job, number, answer, prompt)
+                if result.outcome == "passed":
+                    return result, llm_seconds
+                if samples > 1:
+                    if best is None or _promise(result) > _promise(best[0]):
+                        best = (result, kind.snapshot(job))
+                    kind.reset(job, start)
+                else:
+                    best = (result, None)
+        finally:
+            answers.close()  # answers still being asked for in parallel are not waited for
         if samples > 1 and best[1] is not None:
             kind.reset(job, best[1])
         return best[0], llm_seconds
 
+    def _answers(self, job: Job, kind: TaskKind, number: int, prompt: prompts.Prompt,
+                 samples: int) -> Iterator[tuple[str, AttemptResult | None, float]]:
+        """The samples' answers in order. A server with several slots (`llm_parallel`) is asked for
+        them at once, so the tests of one run while the next is generated; the bundled model is
+        asked one after another, reusing the prompt's evaluation. The seconds are the time spent
+        waiting for each answer."""
+        # Only the first answer of a task is the model's most likely one; a retry samples (another seed,
+        # some temperature), because a small model shown its refused answer tends to send it again.
+        first = (number - 1) * samples
+        parallel = min(samples, self.settings.llm_parallel) if self.settings.llm == "http" else 1
+        if parallel <= 1:
+            for sample in range(first, first + samples):
+                yield self._ask(job, kind, number, prompt, sample)
+            return
+        self._stage(job.task, number, f"asking {self.llm.model} for {samples} answers, {parallel} at a time")
+        pool = ThreadPoolExecutor(parallel, thread_name_prefix=f"sample-{job.task.id}")
+        try:
+            pending = [pool.submit(self._ask, job, kind, number, prompt, sample, False)
+                       for sample in range(first, first + samples)]
+            for future in pending:
+                waited = time.monotonic()
+                answer, bad, _ = future.result()
+                yield answer, bad, time.monotonic() - waited
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def _ask(self, job: Job, kind: TaskKind, number: int, prompt: prompts.Prompt,
-             sample: int) -> tuple[str, AttemptResult | None, float]:
-        """One answer (text, None) or an unusable one (its partial text, a bad_answer result)."""
+             sample: int, report: bool = True) -> tuple[str, AttemptResult | None, float]:
+        """One answer (text, None) or an unusable one (its partial text, a bad_answer result).
+        `report`: show progress (only the engine's own thread touches the state store)."""
         task = job.task
         tokens = 0
 
         def on_token(_: str) -> None:
             nonlocal tokens
             tokens += 1
-            if tokens % 8 == 1:
+            if report and tokens % 8 == 1:
                 self.progress(task.id, number, f"LLM answering ({tokens} tokens)")
 
-        self._stage(task, number, f"asking {self.llm.model}" + (f" (sample {sample + 1})" if sample else ""))
+        if report:
+            self._stage(task, number, f"asking {self.llm.model}" + (f" (sample {sample + 1})" if sample else ""))
         started = time.monotonic()
         try:
             completion = self.llm.complete(prompt.messages, json_schema=kind.schema,

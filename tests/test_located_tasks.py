@@ -79,3 +79,44 @@ def test_a_large_file_is_shown_focused_and_the_edit_applies_to_the_real_file(tmp
     assert after == big.replace("11 <= number % 100 <= 12", "10 <= number % 100 <= 20")
     attempt = json.loads((home / "artifacts" / "teens.attempt-1.json").read_text())
     assert attempt["excerpts"] == ["pkg/text.py"]
+
+
+UNITS = '''"""Unit conversions."""
+
+
+def celsius_to_fahrenheit(degrees):
+    """Convert a temperature from degrees Celsius to degrees Fahrenheit."""
+    return degrees * 9 / 5 + 23
+'''
+UNITS_FIX = ('pkg/units.py\n```python\n<<<<<<< SEARCH\n    return degrees * 9 / 5 + 23\n=======\n'
+             '    return degrees * 9 / 5 + 32\n>>>>>>> REPLACE\n```\n')
+# The check prints nothing and names no file: only the code index can tie the report to pkg/units.py.
+CHECK = 'python -c "import pkg.units as u, sys; sys.exit(u.celsius_to_fahrenheit(100) != 212)"\n'
+
+
+def test_the_code_index_finds_the_file_when_nothing_else_names_it(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/units.py": UNITS, "check.sh": CHECK, **OTHERS})
+    task = {"id": "fahrenheit", "title": "Temperatures come out wrong in Fahrenheit",
+            "description": "Boiling water shows as 203 degrees instead of 212.", "kind": "code",
+            "tests": ["sh check.sh"], "max_attempts": 1}
+    prompts = {}
+    for label, index in (("without", "false"), ("with", "true")):
+        home = tmp_path / f"home-{label}"
+        home.mkdir()
+        write_tasks(home, [task])
+        with LLMServer([UNITS_FIX]) as server:
+            out = run_cli("--home", str(home), "--repo", str(repo), "--llm-url", server.url, "--no-memory", "--once",
+                          "--apply", "none", env={"GVPIE_CODE_INDEX": index})
+            prompts[label] = user_prompt(server.requests[0])
+        assert out.returncode == 0, out.stdout + out.stderr  # the scripted answer edits the file either way
+    assert "def celsius_to_fahrenheit" not in prompts["without"]
+    assert "pkg/units.py" in prompts["with"] and "def celsius_to_fahrenheit(degrees):" in prompts["with"]
+    attempt = json.loads((tmp_path / "home-with" / "artifacts" / "fahrenheit.attempt-1.json").read_text())
+    best = attempt["localisation"]["files"][0]
+    assert best["path"] == "pkg/units.py" and best["reasons"][0].startswith("code search #1")
+    import lancedb
+
+    db = lancedb.connect(tmp_path / "home-with" / "lancedb")
+    rows = db.open_table("code").search().where("path = 'pkg/units.py'").limit(None).to_list()
+    assert [r["qualname"] for r in rows] == ["celsius_to_fahrenheit"]
+    assert not (tmp_path / "home-without" / "lancedb" / "code.lance").exists()
