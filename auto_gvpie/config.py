@@ -32,7 +32,7 @@ class Settings:
     samples: int = 1  # candidate answers per attempt, each checked by the tests (--samples N)
     llm_parallel: int = 1  # requests sent at once for those samples (a server with several slots)
     code_index: bool = True  # index the repository (LanceDB table `code`) to find files for tasks naming none
-    edit_format: str = "auto"  # auto | whole | search_replace | udiff
+    edit_format: str = "auto"  # auto | whole | search_replace | udiff | symbol (changed definitions written out)
     test_timeout: float = 300.0
     apply: str = "checkout"  # checkout | branch | none
     memory: bool = True
@@ -60,7 +60,7 @@ class Settings:
 
 _CHOICES = {
     "llm": ("http", "embedded"),
-    "edit_format": ("auto", "whole", "search_replace", "udiff"),
+    "edit_format": ("auto", "whole", "search_replace", "udiff", "symbol"),
     "apply": ("checkout", "branch", "none"),
     "sandbox": ("auto", "on", "off"),
 }

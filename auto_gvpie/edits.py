@@ -33,7 +33,7 @@ from auto_gvpie.paths import PathRefused, clean, confine, protected_by
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "whole", "search_replace", "udiff")
+FORMATS = ("auto", "whole", "search_replace", "udiff", "symbol")
 
 # A repository walk only serves to map invented paths; a huge tree is not worth
 # scanning for that, so the walk gives up (and mapping by basename with it).
@@ -44,6 +44,8 @@ _HEAD = re.compile(r"^\s*<{5,9}\s*SEARCH\b.*$", re.IGNORECASE)
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
 _TAIL = re.compile(r"^\s*>{5,9}\s*REPLACE\b.*$", re.IGNORECASE)
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
+# A marker line of an excerpt (see excerpt.py): it stands for lines of the file that were not shown.
+_NOT_SHOWN = re.compile(r"^\s*(\.\.\.\s*)?(#|//)?\s*\.*\s*lines? \d+(-\d+)? not shown\b")
 _FENCE_PARTS = re.compile(r"^([ \t]*)(`{3,}|~{3,})(.*)$")
 _BACKTICK_RUN = re.compile(r"^[ \t]*(`{3,})", re.MULTILINE)
 _HUNK_HEADER = re.compile(r"^@@(?:\s*-(\d+)(?:,\d+)?)?.*$")
@@ -97,6 +99,8 @@ class _Block:
     # A whole file's fence, and whether a closing fence ended it (else the answer simply stopped).
     fence: str = "```"
     closed: bool = True
+    # Definitions written out whole (format `symbol`): each replaces the file's definition of that name.
+    symbol: bool = False
 
     @property
     def makes_file(self) -> bool:
@@ -769,7 +773,7 @@ def _hunk_sides(body: list[str], strip_space: bool) -> tuple[list[str], list[str
     return before, after
 
 
-def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]]:
+def _parse_whole(lines: list[str], repo: _Repo, symbol: bool = False) -> tuple[list[_Block], list[str]]:
     fences: list[tuple[int, int, str | None, bool]] = []
     i = 0
     while i < len(lines):
@@ -798,9 +802,9 @@ def _parse_whole(lines: list[str], repo: _Repo) -> tuple[list[_Block], list[str]
                 notes.append(f"the code block has no file path; used the only input file {path}")
             else:
                 continue
-        label = f"the file block for {path} (answer line {start + 1})"
+        label = f"the {'code' if symbol else 'file'} block for {path} (answer line {start + 1})"
         blocks.append(_Block(label, path, [], content, whole=True, at=start, notes=notes,
-                             fence=_FENCE.match(lines[start]).group(1), closed=closed))
+                             fence=_FENCE.match(lines[start]).group(1), closed=closed, symbol=symbol))
     return blocks, []
 
 
@@ -844,9 +848,9 @@ def _parse(text: str, fmt: str, repo: _Repo) -> tuple[str, list[_Block], list[st
     consumed = {n for span in spans for n in span}
     rest = ["" if n in consumed else line for n, line in enumerate(lines)]
     has_sr, has_diff = bool(spans), _has_udiff(rest)
-    if fmt == "whole" and not has_sr and not has_diff:
-        blocks, problems = _parse_whole(lines, repo)
-        return "whole", blocks, problems, []
+    if fmt in ("whole", "symbol") and not has_sr and not has_diff:
+        blocks, problems = _parse_whole(lines, repo, symbol=fmt == "symbol")
+        return fmt, blocks, problems, []
     blocks, problems, notes, found = [], [], [], []
     if has_sr and fmt != "udiff":
         blocks += sr_blocks
@@ -946,6 +950,9 @@ def _block_path(block: _Block, repo: _Repo, previous: str | None, notes: list[st
 
 def _apply_block(block: _Block, state: _FileState, notes: list[str]) -> None:
     rel = state.rel
+    if block.symbol:
+        _apply_definitions(block, state)
+        return
     if block.whole:
         _check_whole(block, state)
         new = [_bare(line) + state.eol for line in block.replace]
@@ -1001,6 +1008,57 @@ def _eol_of(line: str) -> str:
 
 def _search_word(block: _Block) -> str:
     return "the old side of your hunk (its ' ' and '-' lines)" if block.diff else "your SEARCH text"
+
+
+def _apply_definitions(block: _Block, state: _FileState) -> None:
+    """Each top-level definition written out in the block replaces the file's definition of the same
+    name (the one most like it, when the name is defined more than once), from the last up, so the
+    line numbers of the others stay right. A definition may not hold a line an excerpt marked "not
+    shown": those lines are not in the answer, and replacing the definition would delete them."""
+    # Imported here: tree-sitter and the excerpt machinery are needed by this format only.
+    from auto_gvpie.codeindex import parse_symbols
+    from auto_gvpie.excerpt import apply_symbol_answer
+
+    rel = state.rel
+    code = block.replace  # lines outside the definitions (an echoed marker, a note) are not applied
+    if block.closed is False:
+        raise _Problem(f"the code block for {rel} is not closed: the answer stopped; write out only the "
+                       f"functions you change, so the answer stays short")
+    written = [s for s in _parse_code(parse_symbols, rel, code) if s.qualname == s.name]
+    if not written:
+        raise _Problem(f"the code block for {rel} holds no function or class definition; write out the "
+                       f"whole function you change, from its def line to its last line")
+    text = "".join(state.lines)
+    existing = _parse_code(parse_symbols, rel, [_bare(line) for line in state.lines])
+    placed = []
+    for new in written:
+        same = [s for s in existing if s.name == new.name]  # a method written at column 0 reads as a function
+        if not same:
+            names = ", ".join(s.name for s in existing if s.qualname == s.name)[:300]
+            raise _Problem(f"{rel} defines no {new.name}; write out a definition the file has ({names}), "
+                           f"or create new code in a SEARCH/REPLACE block")
+        body = code[new.start_line - 1: new.end_line]
+        hidden = next((n for n, line in enumerate(body, new.start_line) if _NOT_SHOWN.match(line)), None)
+        if hidden is not None:
+            raise _Problem(f"the code for {new.name} has a line marked 'not shown' (line {hidden} of the block), "
+                           f"which would delete those lines; write out a smaller definition inside it whole instead")
+        rewrite = [line.strip() for line in body]
+        old = max(same, key=lambda s: difflib.SequenceMatcher(
+            None, [line.strip() for line in state.lines[s.start_line - 1: s.end_line]], rewrite).ratio())
+        placed.append((old, body))
+    for old, body in sorted(placed, key=lambda pair: -pair[0].start_line):
+        try:
+            text = apply_symbol_answer(text, old, "\n".join(body))
+        except ValueError as error:
+            raise _Problem(str(error)) from None
+    state.lines = _split_keep(text)
+
+
+def _parse_code(parse_symbols, rel: str, lines: list[str]) -> list:
+    try:
+        return parse_symbols(rel, "\n".join(_bare(line) for line in lines).encode("utf-8"))
+    except Exception as error:  # a file tree-sitter cannot read: this format cannot place the code
+        raise _Problem(f"cannot find the definitions in {rel} ({error}); use SEARCH/REPLACE blocks") from None
 
 
 def _check_whole(block: _Block, state: _FileState) -> None:
@@ -1257,6 +1315,16 @@ def edit_format_instructions(fmt: str, example_path: str, example_text: str, fen
                 f"file back unchanged does nothing: make the change the task needs.{long_fence}\n"
                 f"Like this:\n\n{example_path}\n{fence}{lang}\n<all of {example_path}, with your change made>\n"
                 f"{fence}")
+    if fmt == "symbol":
+        # A placeholder again: an example written out invites small models to send back its code.
+        lang = _language(example_path)
+        return (f"Reply with each function or class you change written out whole: the file's path alone on one "
+                f"line, then a fenced code block with the complete new definition, from its def line to its last "
+                f"line. It replaces the definition of the same name in the file; the rest of the file stays as it "
+                f"is. Write out only the definitions you change: never the whole file, never the lines marked "
+                f"'not shown'. Sending a definition back unchanged does nothing: make the change the task needs."
+                f"{long_fence}\nLike this:\n\n{example_path}\n{fence}{lang}\n<the whole function you change, with "
+                f"your change made>\n{fence}")
     if fmt == "udiff":
         context = "\n".join(f" {line}" for line in excerpt)
         return (f"Reply with a unified diff. For each file: a '--- {example_path}' line, a '+++ {example_path}' "

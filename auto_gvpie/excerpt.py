@@ -8,7 +8,7 @@ line-number prefixes, so a SEARCH block copied from an excerpt matches the real
 file exactly; markers say "not shown", so a SEARCH that copies one fails with a
 message rather than matching something else.
 
-`apply_symbol_answer` is the other candidate answer format: the model writes the
+`apply_symbol_answer` serves the edit format `symbol` (edits.py): the model writes the
 changed function out whole and it replaces exactly that symbol's lines.
 """
 
@@ -358,8 +358,8 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def apply_symbol_answer(text: str, symbol: Symbol, new_code: str) -> str:
     """`text` with the lines of `symbol` replaced by `new_code`, the model's rewrite of it.
 
-    The rewrite is re-indented to where the symbol stands (models often write a method out at
-    column 0), written with the file's line endings, and keeps the original decorators when the
+    The rewrite (the code itself, without its fence) is re-indented to where the symbol stands
+    (models often write a method out at column 0), written with the file's line endings, and keeps the original decorators when the
     model left them out. Raises ValueError, in words for the model, when the rewrite is empty, does
     not start with the symbol's definition, or the range is not in the file.
     """
@@ -367,7 +367,7 @@ def apply_symbol_answer(text: str, symbol: Symbol, new_code: str) -> str:
     if not 1 <= symbol.start_line <= symbol.end_line <= len(lines):
         raise ValueError(f"{symbol.qualname}: lines {symbol.start_line}-{symbol.end_line} are not in the file "
                          f"({len(lines)} lines)")
-    new = _unfence(new_code.splitlines())
+    new = new_code.splitlines()  # unfenced by the caller, which knows which fence closes the block
     while new and not new[0].strip():
         new.pop(0)
     while new and not new[-1].strip():
@@ -392,14 +392,6 @@ def apply_symbol_answer(text: str, symbol: Symbol, new_code: str) -> str:
     replaced = [line + eol for line in new]
     replaced[-1] = new[-1] + (tail if tail else "")
     return "".join(lines[: symbol.start_line - 1] + replaced + lines[symbol.end_line:])
-
-
-def _unfence(lines: list[str]) -> list[str]:
-    """The code inside a fenced block, when the model fenced it (any text around the fence is dropped)."""
-    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
-    if len(fences) >= 2:  # the outermost pair: the code may hold fences of its own (a docstring's example)
-        return lines[fences[0] + 1: fences[-1]]
-    return list(lines)
 
 
 def _common_indent(lines: Sequence[str]) -> str:

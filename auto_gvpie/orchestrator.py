@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-attempts", type=int, metavar="N")
     add.add_argument("--id", metavar="ID", dest="task_id")
     more = p.add_argument_group("worker settings (also GVPIE_* variables and HOME/gvpie.toml)")
-    more.add_argument("--edit-format", choices=("auto", "whole", "search_replace", "udiff"))
+    more.add_argument("--edit-format", choices=("auto", "whole", "search_replace", "udiff", "symbol"))
     more.add_argument("--apply", choices=("checkout", "branch", "none"),
                       help="where a finished patch goes: your working tree (default), a new branch, or artifacts only")
     more.add_argument("--samples", type=int, metavar="N",

@@ -8,13 +8,14 @@ important parts are shortened, saying in the prompt what was left out.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from auto_gvpie import excerpt
-from auto_gvpie.codeindex import Symbol
+from auto_gvpie.codeindex import Symbol, language_of, parse_symbols
 from auto_gvpie.edits import edit_format_instructions, fence_for
 from auto_gvpie.inbox import Task
 from auto_gvpie.paths import PathRefused, clean, confine
@@ -28,6 +29,8 @@ FILE_CHARS = 24_000  # a file larger than this is shown as an excerpt: its skele
 # symbols whole, the rest as one-line signatures. Prompt processing is the slow part on a laptop CPU
 # (a 6k-token prompt: minutes), so the model reads what matters, not the whole module.
 FOCUSED_FILE_CHARS = 8_000
+# A test file is shown focused on its failing tests (the output already has their assertions).
+TEST_FILE_CHARS = 3_000
 MAX_INPUT_BYTES = 2_000_000  # an input larger than this could never be edited through a prompt
 
 
@@ -220,8 +223,12 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
     limits = {rel: FOCUSED_FILE_CHARS if focus.get(rel) else FILE_CHARS for rel in files}
     excerpts = [rel for rel, text in files.items() if len(text) > limits[rel]]
     fmt = choose_edit_format(setting_format, files)
-    if excerpts and fmt == "whole":
-        fmt = "search_replace"  # a file shown in part cannot be written out whole
+    if excerpts and setting_format == "auto" and all(language_of(rel) for rel in excerpts):
+        # A file shown in part cannot be written out whole, but the function to change can: small
+        # models copy a long function into SEARCH and never reach its =======.
+        fmt = "symbol"
+    elif excerpts and fmt == "whole":
+        fmt = "search_replace"
     tests = test_files(worktree, task.tests, task.inputs, protected)
     budget = context_window - answer_tokens - 64
     file_tokens = sum(count(t) for t in files.values())
@@ -262,7 +269,9 @@ def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory:
     if task.tests:
         parts.append("## Tests that must pass\n" + "\n".join(f"- `{c}`" for c in task.tests) + "\n")
         for rel, text in tests.items():
-            parts.append(f"Test file (read-only, do not edit) {_fence(rel, _shorten(text, int(8_000 * shares['tests']), rel, left_out))}")
+            body = excerpt.render(rel, text, _failing_in(rel, text, task.tests, failing),
+                                  int(TEST_FILE_CHARS * shares["tests"])).text
+            parts.append(f"Test file (read-only, do not edit) {_fence(rel, body)}")
     if failing and not (history and history[-1].outcome == "tests_failed"):  # else the feedback has it
         parts.append("## The tests fail now like this\n" +
                      _shorten(failing, int(4_000 * shares["previous"]), "the test output", left_out) + "\n")
@@ -280,6 +289,17 @@ def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory:
         parts.append("Note: to fit the context window, these were left out: " + "; ".join(left_out) + "\n")
     parts.append("Answer now with the edits.")
     return "\n".join(parts)
+
+
+def _failing_in(rel: str, text: str, commands: Sequence[str], failing: str) -> list[Symbol]:
+    """The test functions of a test file that the commands select or the output shows failing: a
+    test file is shown focused on them, the rest as signatures (the assertions are in the output)."""
+    named = set(re.findall(r"\b(?:test|Test)\w*", failing + "\n" + "\n".join(commands)))
+    try:
+        symbols = parse_symbols(rel, text.encode("utf-8"))
+    except Exception:  # unparseable: shown from the top as far as it fits
+        return []
+    return [s for s in symbols if s.name in named]
 
 
 PIXEL_GUIDE = """\

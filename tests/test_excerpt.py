@@ -180,8 +180,8 @@ class Store:
 
 def test_apply_symbol_answer_replaces_a_method_exactly_and_reindents_it() -> None:
     get = symbol(METHODS, "Store.get", "store.py")
-    # Small models write a method out at column 0, sometimes fenced.
-    new = apply_symbol_answer(METHODS, get, "```python\ndef get(self, name):\n    return self.items.get(name)\n```\n")
+    # Small models write a method out at column 0.
+    new = apply_symbol_answer(METHODS, get, "def get(self, name):\n    return self.items.get(name)\n")
     assert new == METHODS.replace("        return self.items[name]\n", "        return self.items.get(name)\n")
     # Written with its indentation, the same result.
     same = apply_symbol_answer(METHODS, get, "    def get(self, name):\n        return self.items.get(name)\n")
@@ -195,7 +195,7 @@ def test_apply_symbol_answer_keeps_decorators_and_line_endings() -> None:
     new = apply_symbol_answer(text, key, "def key(name):\n    return name.casefold()\n")
     assert new == text.replace("name.lower()", "name.casefold()")
     with pytest.raises(ValueError):
-        apply_symbol_answer(text, key, "```\n\n```")
+        apply_symbol_answer(text, key, "\n\n")
     with pytest.raises(ValueError, match=r"write Store.key out whole, starting with its definition line \(def key\(name\)\)"):
         apply_symbol_answer(text, key, "class Store:\n    def get(self, name):\n        return 1\n")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import make_repo, run_cli, write_tasks
 from llm_server import LLMServer
 
@@ -58,7 +60,12 @@ def test_a_bug_report_without_file_names_is_fixed_in_the_file_the_traceback_name
     assert "note: teens: files: pkg/text.py" in status
 
 
-def test_a_large_file_is_shown_focused_and_the_edit_applies_to_the_real_file(tmp_path):
+# The function written out whole, as small models like to answer (the `symbol` format).
+WHOLE_FUNCTION = "pkg/text.py\n```python\n" + TEXT[TEXT.index("def ordinal"):] + "```\n"
+
+
+@pytest.mark.parametrize("answer", [FIX, WHOLE_FUNCTION], ids=["search-replace", "whole-function"])
+def test_a_large_file_is_shown_focused_and_the_edit_applies_to_the_real_file(tmp_path, answer):
     filler = "".join(f'\n\ndef helper_{n}(value):\n    """Helper {n}."""\n    total = value\n'
                      + "".join(f"    total += {i}\n" for i in range(12)) + "    return total\n" for n in range(90))
     big = BUGGY + filler
@@ -68,11 +75,12 @@ def test_a_large_file_is_shown_focused_and_the_edit_applies_to_the_real_file(tmp
     home.mkdir()
     write_tasks(home, [{"id": "teens", "title": "Fix ordinal() for 11-13", "kind": "code", "inputs": ["pkg/text.py"],
                         "tests": ["python -m pytest -q tests/test_text.py"]}])
-    with LLMServer([FIX]) as server:
+    with LLMServer([answer]) as server:
         out = run_cli("--home", str(home), "--repo", str(repo), "--llm-url", server.url, "--no-memory", "--once")
         (request,) = server.requests
     assert out.returncode == 0, out.stdout + out.stderr
     prompt = user_prompt(request)
+    assert "each function or class you change written out whole" in request["messages"][0]["content"]
     assert "def ordinal(number):" in prompt and '    """The number with its English ordinal suffix."""' in prompt
     assert "not shown" in prompt and len(prompt) < len(big) / 3  # focused, not the whole module
     after = (repo / "pkg" / "text.py").read_text()
