@@ -41,6 +41,8 @@ _SIGNATURE_MAX = 80  # a marker names the signature; a longer one costs tokens a
 NOTE = ("Large files are shown in part: a line like `...  # lines 120-164 not shown (def helper(x))` stands "
         "for lines that are in the file but not here. Copy SEARCH lines only from the lines shown; they are "
         "the file's real lines.")
+NOTE_WHOLE_DEFINITIONS = ("Large files are shown in part: a line like `...  # lines 120-164 not shown (def helper(x))` "
+                          "stands for lines that are in the file but not here; never write such a line in your answer.")
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,17 @@ _MARKER_MAX = 300
 _MISSES = 24
 
 
-def render(path: str, text: str, focus: Sequence[Symbol], budget_chars: int) -> Excerpt:
+def render(path: str, text: str, focus: Sequence[Symbol], budget_chars: int, lead: bool = True) -> Excerpt:
     """The file as the model should see it within `budget_chars`: whole when it fits, else the
     focused symbols whole (in rank order; the first always, even over the budget), then the top
     lines, then module-level lines the focus uses, then a marker line per other definition (nearest
     to the focus first), then the other module-level lines; what does not fit is merged into one
-    marker per run of hidden lines."""
+    marker per run of hidden lines.
+
+    `lead=False` ranks the top of the file with the other module-level lines, so the excerpt opens
+    on a marker and then the focused definition: small models asked to write out the definitions
+    they change copy the block from its first line (seen: the module's docstring and tables, then
+    the answer budget was spent)."""
     lines = text.splitlines(keepends=True)
     if len(text) <= budget_chars or not lines:
         return Excerpt(text, [(1, len(lines))] if lines else [], True)
@@ -97,7 +104,7 @@ def render(path: str, text: str, focus: Sequence[Symbol], budget_chars: int) -> 
     ranks = _focus_ranks(focus, symbols)
     language = language_of(path)
     comment = "#" if language in (None, "python") else "//"
-    pieces = _pieces(lines, symbols, ranks, language)
+    pieces = _pieces(lines, symbols, ranks, language, lead)
     for piece in pieces:
         piece.shown = piece.must
     size = len(_join(lines, pieces, comment))
@@ -155,7 +162,7 @@ def _focus_ranks(focus: Sequence[Symbol], symbols: list[Symbol]) -> dict[tuple[i
 
 
 def _pieces(lines: list[str], symbols: list[Symbol], ranks: dict[tuple[int, int], int],
-            language: str | None) -> list[_Piece]:
+            language: str | None, lead: bool = True) -> list[_Piece]:
     """The file cut into pieces at symbol boundaries and, outside symbols, at blank lines."""
     comment = "#" if language in (None, "python") else "//"
     ordered = sorted(symbols, key=lambda s: (s.start_line, -s.end_line))
@@ -185,7 +192,7 @@ def _pieces(lines: list[str], symbols: list[Symbol], ranks: dict[tuple[int, int]
         return min((abs(lo - start) for start, _ in ranks), default=lo)
 
     def priority(lo: int, hi: int) -> tuple:
-        if lo < first and (not any(line.strip() for line in lines[: lo - 1]) or _IMPORT.match(lines[lo - 1])):
+        if lead and lo < first and (not any(line.strip() for line in lines[: lo - 1]) or _IMPORT.match(lines[lo - 1])):
             return (2, lo)  # the top of the file: its first paragraph (a docstring, a licence) and imports
         starts = {m.group(0) for line in lines[lo - 1: hi] if (m := _IDENTIFIER.match(line.lstrip()))}
         return (3 if starts & used else 5, distance(lo))

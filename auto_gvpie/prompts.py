@@ -28,7 +28,7 @@ FILE_CHARS = 24_000  # a file larger than this is shown as an excerpt: its skele
 # A file where localisation found the symbols that matter is shown focused beyond this size: those
 # symbols whole, the rest as one-line signatures. Prompt processing is the slow part on a laptop CPU
 # (a 6k-token prompt: minutes), so the model reads what matters, not the whole module.
-FOCUSED_FILE_CHARS = 8_000
+FOCUSED_FILE_CHARS = 3_000
 # A test file is shown focused on its failing tests (the output already has their assertions).
 TEST_FILE_CHARS = 3_000
 MAX_INPUT_BYTES = 2_000_000  # an input larger than this could never be edited through a prompt
@@ -242,7 +242,7 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
             fmt, example_path, example_text, max((fence_for(t) for t in files.values()), key=len, default=None)))
 
     def build(shares: dict[str, float], left_out: list[str]) -> str:
-        return _code_user(task, files, tests, memory, history, failing, shares, budget, left_out, limits, focus)
+        return _code_user(task, files, tests, memory, history, failing, shares, budget, left_out, limits, focus, fmt)
 
     user, left_out, tokens = _fit(system, build, ("memory", "previous", "tests", "task", "files"),
                                   {"task": _task_floor(task, budget)}, budget, count)
@@ -256,14 +256,15 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
 
 def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory: str, history: list[Attempt],
                failing: str, shares: dict[str, float], budget: int, left_out: list[str],
-               limits: Mapping[str, int], focus: Mapping[str, Sequence[Symbol]]) -> str:
+               limits: Mapping[str, int], focus: Mapping[str, Sequence[Symbol]], fmt: str) -> str:
     parts = _task_text(task, shares["task"], budget, left_out)
     if files:
         parts.append("## Files to change (current contents)\n")
-        bodies = {rel: excerpt.render(rel, text, focus.get(rel, ()), int(limits[rel] * shares["files"])).text
+        bodies = {rel: excerpt.render(rel, text, focus.get(rel, ()), int(limits[rel] * shares["files"]),
+                                      lead=fmt != "symbol").text
                   for rel, text in files.items() if text}
         if any(bodies[rel] != files[rel] for rel in bodies):
-            parts.append(excerpt.NOTE + "\n")
+            parts.append((excerpt.NOTE_WHOLE_DEFINITIONS if fmt == "symbol" else excerpt.NOTE) + "\n")
         for rel, text in files.items():
             parts.append(_fence(rel, bodies[rel]) if text else f"{rel}\n(this file does not exist yet; create it)\n")
     if task.tests:
