@@ -451,8 +451,18 @@ def test_a_whole_file_cut_at_one_of_its_fences_is_refused(units, where):
     assert (units / "units.py").read_text() == CHANGED
 
 
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "units.py", "exec")
+    except SyntaxError:
+        return False
+    return True
+
+
 def test_a_deliberately_shorter_file_is_accepted_with_a_fence_no_line_of_it_closes(units):
-    short = "".join(MODULE_LINES[:100])
+    # Cut where the rest still compiles: an edit that leaves the module invalid Python is refused anyway.
+    cut = next(n for n in range(100, 0, -1) if _compiles("".join(MODULE_LINES[:n])))
+    short = "".join(MODULE_LINES[:cut])
     with pytest.raises(EditRefused, match="would lose"):
         apply_answer(units, whole("units.py", short), "whole", ["units.py"])
     apply_answer(units, whole("units.py", short, "````"), "whole", ["units.py"])

@@ -209,7 +209,7 @@ def test_baseline_failures_are_not_blamed_on_the_patch(home, repo):
                         "tests": ["python -m pytest -q test_calc.py", "python -m pytest -q test_other.py"]}])
     with LLMServer([FIX, FIX]) as server:
         cli(home, repo, server.url, "--once")
-    assert "already failing before your change" in user_prompt(server.requests[1])
+    assert "it still fails as it did before your change" in user_prompt(server.requests[1])
 
 
 def test_a_second_once_never_takes_a_task_a_live_once_is_running(home, repo, tmp_path):

@@ -188,11 +188,16 @@ class CodeKind:
             return self._whole_files(job, number, answer, applied.files, tests)
         if any(t.stopped for t in failing):
             raise Stopped()
-        before = {t.command: t.passed for t in job.baseline}
+        before = {t.command: t for t in job.baseline}
         lines = [f"Your edit applied to {', '.join(applied.files)}, but tests fail:"]
         for test in failing:
-            blame = ("it passed before your change, so your change broke it" if before.get(test.command)
-                     else "it was already failing before your change")
+            was = before.get(test.command)
+            if was is not None and was.passed:
+                blame = "it passed before your change, so your change broke it"
+            elif was is not None and was.exit_code != test.exit_code:  # e.g. the tests cannot even load now
+                blame = f"it failed before your change with exit code {was.exit_code}; now it fails differently"
+            else:
+                blame = "it still fails as it did before your change"
             status = "timed out" if test.timed_out else f"exit code {test.exit_code}"
             lines.append(f"$ {test.command}   ({status}; {blame})\n{test.output.strip()}")
         summary = "tests fail: " + "; ".join(
