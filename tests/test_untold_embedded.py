@@ -30,7 +30,8 @@ def test_the_bundled_model_fixes_a_bug_report_that_names_no_file(tmp_path):
     home.mkdir()
     write_tasks(home, [{"id": "words", "title": "Word counts are wrong when words are separated by newlines",
                         "description": "Counting the words of '  one   two\\nthree  ' must give 3 (any run of "
-                                       "whitespace separates words), and an empty text has 0 words.",
+                                       "whitespace separates words), and an empty text has 0 words. "
+                                       "str.split() with no argument splits that way.",
                         "kind": "code", "tests": ["python3 -m unittest -q test_textstats"]}])
     out = run_cli("--home", str(home), "--repo", str(repo), "--llm", "embedded", "--once", "--json", timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
