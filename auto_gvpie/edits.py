@@ -44,8 +44,6 @@ _HEAD = re.compile(r"^\s*<{5,9}\s*SEARCH\b.*$", re.IGNORECASE)
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
 _TAIL = re.compile(r"^\s*>{5,9}\s*REPLACE\b.*$", re.IGNORECASE)
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
-# A marker line of an excerpt (see excerpt.py): it stands for lines of the file that were not shown.
-_NOT_SHOWN = re.compile(r"^\s*(\.\.\.\s*)?(#|//)?\s*\.*\s*lines? \d+(-\d+)? not shown\b")
 _FENCE_PARTS = re.compile(r"^([ \t]*)(`{3,}|~{3,})(.*)$")
 _BACKTICK_RUN = re.compile(r"^[ \t]*(`{3,})", re.MULTILINE)
 _HUNK_HEADER = re.compile(r"^@@(?:\s*-(\d+)(?:,\d+)?)?.*$")
@@ -1017,20 +1015,19 @@ def _apply_definitions(block: _Block, state: _FileState) -> None:
     line numbers of the others stay right. A definition may not hold a line an excerpt marked "not
     shown": those lines are not in the answer, and replacing the definition would delete them."""
     # Imported here: tree-sitter and the excerpt machinery are needed by this format only.
-    from auto_gvpie.codeindex import parse_symbols
-    from auto_gvpie.excerpt import apply_symbol_answer
+    from auto_gvpie.excerpt import NOT_SHOWN, apply_symbol_answer
 
     rel = state.rel
     code = block.replace  # lines outside the definitions (an echoed marker, a note) are not applied
-    if block.closed is False:
+    if not block.closed:
         raise _Problem(f"the code block for {rel} is not closed: the answer stopped; write out only the "
                        f"functions you change, so the answer stays short")
-    written = [s for s in _parse_code(parse_symbols, rel, code) if s.qualname == s.name]
+    written = [s for s in _parse_code(rel, code) if s.qualname == s.name]
     if not written:
         raise _Problem(f"the code block for {rel} holds no function or class definition; write out the "
                        f"whole function you change, from its def line to its last line")
     text = "".join(state.lines)
-    existing = _parse_code(parse_symbols, rel, [_bare(line) for line in state.lines])
+    existing = _parse_code(rel, state.lines)
     placed = []
     for new in written:
         same = [s for s in existing if s.name == new.name]  # a method written at column 0 reads as a function
@@ -1039,7 +1036,7 @@ def _apply_definitions(block: _Block, state: _FileState) -> None:
             raise _Problem(f"{rel} defines no {new.name}; write out a definition the file has ({names}), "
                            f"or create new code in a SEARCH/REPLACE block")
         body = code[new.start_line - 1: new.end_line]
-        hidden = next((n for n, line in enumerate(body, new.start_line) if _NOT_SHOWN.match(line)), None)
+        hidden = next((n for n, line in enumerate(body, new.start_line) if NOT_SHOWN.match(line)), None)
         if hidden is not None:
             raise _Problem(f"the code for {new.name} has a line marked 'not shown' (line {hidden} of the block), "
                            f"which would delete those lines; write out a smaller definition inside it whole instead")
@@ -1055,7 +1052,9 @@ def _apply_definitions(block: _Block, state: _FileState) -> None:
     state.lines = _split_keep(text)
 
 
-def _parse_code(parse_symbols, rel: str, lines: list[str]) -> list:
+def _parse_code(rel: str, lines: list[str]) -> list:
+    from auto_gvpie.codeindex import parse_symbols
+
     try:
         return parse_symbols(rel, "\n".join(_bare(line) for line in lines).encode("utf-8"))
     except Exception as error:  # a file tree-sitter cannot read: this format cannot place the code

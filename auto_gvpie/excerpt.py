@@ -38,11 +38,12 @@ _SIGNATURE_MAX = 80  # a marker names the signature; a longer one costs tokens a
 
 
 # For the prompt, once above the excerpts: what the markers mean and where SEARCH lines come from.
-NOTE = ("Large files are shown in part: a line like `...  # lines 120-164 not shown (def helper(x))` stands "
-        "for lines that are in the file but not here. Copy SEARCH lines only from the lines shown; they are "
-        "the file's real lines.")
-NOTE_WHOLE_DEFINITIONS = ("Large files are shown in part: a line like `...  # lines 120-164 not shown (def helper(x))` "
-                          "stands for lines that are in the file but not here; never write such a line in your answer.")
+_MARKERS = ("Large files are shown in part: a line like `...  # lines 120-164 not shown (def helper(x))` stands "
+            "for lines that are in the file but not here")
+NOTE = _MARKERS + ". Copy SEARCH lines only from the lines shown; they are the file's real lines."
+NOTE_WHOLE_DEFINITIONS = _MARKERS + "; never write such a line in your answer."
+# A marker line (see `_marker`), also as a model copies it back: it stands for lines that were not shown.
+NOT_SHOWN = re.compile(r"^\s*(\.\.\.\s*)?(#|//)?\s*\.*\s*lines? \d+(-\d+)? not shown\b")
 
 
 @dataclass(frozen=True)
@@ -366,8 +367,8 @@ def apply_symbol_answer(text: str, symbol: Symbol, new_code: str) -> str:
     """`text` with the lines of `symbol` replaced by `new_code`, the model's rewrite of it.
 
     The rewrite (the code itself, without its fence) is re-indented to where the symbol stands
-    (models often write a method out at column 0), written with the file's line endings, and keeps the original decorators when the
-    model left them out. Raises ValueError, in words for the model, when the rewrite is empty, does
+    (models often write a method out at column 0), written with the file's line endings, and keeps
+    the original decorators when the model left them out. Raises ValueError, in words for the model, when the rewrite is empty, does
     not start with the symbol's definition, or the range is not in the file.
     """
     lines = text.splitlines(keepends=True)

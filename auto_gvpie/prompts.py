@@ -230,6 +230,8 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
     elif excerpts and fmt == "whole":
         fmt = "search_replace"
     tests = test_files(worktree, task.tests, task.inputs, protected)
+    # Parsed once here, not on each try of `_fit`.
+    test_focus = {rel: _failing_in(rel, text, task.tests, failing) for rel, text in tests.items()}
     budget = context_window - answer_tokens - 64
     file_tokens = sum(count(t) for t in files.values())
     if fmt == "whole" and file_tokens * 2 > budget:
@@ -242,7 +244,8 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
             fmt, example_path, example_text, max((fence_for(t) for t in files.values()), key=len, default=None)))
 
     def build(shares: dict[str, float], left_out: list[str]) -> str:
-        return _code_user(task, files, tests, memory, history, failing, shares, budget, left_out, limits, focus, fmt)
+        return _code_user(task, files, tests, memory, history, failing, shares, budget, left_out, limits, focus, fmt,
+                          test_focus)
 
     user, left_out, tokens = _fit(system, build, ("memory", "previous", "tests", "task", "files"),
                                   {"task": _task_floor(task, budget)}, budget, count)
@@ -256,7 +259,8 @@ def code_prompt(task: Task, worktree: Path, memory: str, history: list[Attempt],
 
 def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory: str, history: list[Attempt],
                failing: str, shares: dict[str, float], budget: int, left_out: list[str],
-               limits: Mapping[str, int], focus: Mapping[str, Sequence[Symbol]], fmt: str) -> str:
+               limits: Mapping[str, int], focus: Mapping[str, Sequence[Symbol]], fmt: str,
+               test_focus: Mapping[str, Sequence[Symbol]]) -> str:
     parts = _task_text(task, shares["task"], budget, left_out)
     if files:
         parts.append("## Files to change (current contents)\n")
@@ -270,8 +274,7 @@ def _code_user(task: Task, files: dict[str, str], tests: dict[str, str], memory:
     if task.tests:
         parts.append("## Tests that must pass\n" + "\n".join(f"- `{c}`" for c in task.tests) + "\n")
         for rel, text in tests.items():
-            body = excerpt.render(rel, text, _failing_in(rel, text, task.tests, failing),
-                                  int(TEST_FILE_CHARS * shares["tests"])).text
+            body = excerpt.render(rel, text, test_focus[rel], int(TEST_FILE_CHARS * shares["tests"])).text
             parts.append(f"Test file (read-only, do not edit) {_fence(rel, body)}")
     if failing and not (history and history[-1].outcome == "tests_failed"):  # else the feedback has it
         parts.append("## The tests fail now like this\n" +

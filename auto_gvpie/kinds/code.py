@@ -53,7 +53,6 @@ class CodeKind:
         self.widened_before: dict[str, CommandResult] = {}  # those, on the untouched tree
         self.judges: set[str] = set()  # files the task's commands name as tests
         self.ranking: Ranking | None = None  # where the fault probably is, and why (once per task)
-        self.index_error: str | None = None  # why the code index could not be used, if it could not
 
     @contextmanager
     def workspace(self, job: Job) -> Iterator[None]:
@@ -112,11 +111,11 @@ class CodeKind:
         settings, task = job.settings, job.task
         if self.ranking is None:
             # From the untouched tree's failures: later attempts change the tree, not where the bug is.
-            index = self._code_index(job) if not task.inputs and settings.code_index else None
+            index, why_not = _code_index(job) if not task.inputs and settings.code_index else (None, None)
             self.ranking = localize(job.worktree.path, task.title, task.description, task.tests, failing, index,
                                     task.inputs, protected=service_paths(settings))
-            if self.index_error:
-                self.ranking.notes.append(self.index_error)
+            if why_not:
+                self.ranking.notes.append(why_not)
             log.info("localisation for %s: %s", task.id, self.ranking.summary())
         prompt = prompts.code_prompt(task, job.worktree.path, recall, job.history, settings.edit_format,
                                      job.llm.context_window, settings.max_answer_tokens, job.llm.count_tokens,
@@ -125,19 +124,6 @@ class CodeKind:
         if prompt.left_out:
             log.info("prompt for %s shortened: %s", task.id, "; ".join(prompt.left_out))
         return prompt
-
-    def _code_index(self, job: Job) -> CodeIndex | None:
-        """The code index (LanceDB table `code`) brought up to the checkout's HEAD, which is the
-        worktree's base. Only for a task that names no file: the first index of a big repository
-        takes minutes (later ones only re-read changed files), and with inputs it would only break ties."""
-        index = CodeIndex(job.settings.home, job.settings.repo)
-        try:
-            index.update(progress=lambda done, total: job.stage(1, f"indexing the repository: {done}/{total} files"))
-        except CodeIndexError as exc:  # localisation goes on from the tests and the names in the task
-            log.warning("%s: no code index: %s", job.task.id, exc)
-            self.index_error = f"no code index: {exc}"
-            return None
-        return index
 
     def _shown(self, task) -> list[str]:
         """The task's inputs; without any, the files localisation ranks first: the best one, and the
@@ -258,3 +244,17 @@ class CodeKind:
         log.info("patch for %s: %s", job.task.id, applied.message)
         return Delivery(applied.message, AttemptRecord(job.task, number, "patch_saved", answer=patch,
                                                        artifact_kind="patch", artifact_path=str(patch_path)))
+
+
+def _code_index(job: Job) -> tuple[CodeIndex | None, str | None]:
+    """The code index (LanceDB table `code`) brought up to the checkout's HEAD, which is the
+    worktree's base, or why it cannot be used. Only for a task that names no file: the first index
+    of a big repository takes minutes (later ones only re-read changed files), and with inputs it
+    would only break ties."""
+    index = CodeIndex(job.settings.home, job.settings.repo)
+    try:
+        index.update(progress=lambda done, total: job.stage(1, f"indexing the repository: {done}/{total} files"))
+    except CodeIndexError as exc:  # localisation goes on from the tests and the names in the task
+        log.warning("%s: no code index: %s", job.task.id, exc)
+        return None, f"no code index: {exc}"
+    return index, None
