@@ -894,11 +894,14 @@ def apply_answer(repo: Path, text: str, fmt: str = "auto", input_files: Sequence
     states: dict[str, _FileState] = {}
     order: list[str] = []
     previous_path: str | None = None
+    spliced: set[str] = set()  # files changed by fragments, not written out whole
     for block in blocks:
         notes.extend(block.notes)
         try:
             rel = _block_path(block, root, previous_path, notes)
             previous_path = rel
+            if block.symbol or not block.whole:
+                spliced.add(rel)
             state = states.get(rel)
             if state is None:
                 state = states[rel] = _load(root, rel)
@@ -916,6 +919,7 @@ def apply_answer(repo: Path, text: str, fmt: str = "auto", input_files: Sequence
         raise EditRefused(_no_op_message(found, order))
     clashes = [f"{a} is written as a file, but {b} needs it to be a directory"
                for a in changed for b in changed if b.startswith(a + "/")]
+    clashes += [broken for rel in changed if rel in spliced and (broken := _python_broken(states[rel]))]
     if clashes:
         raise EditRefused(_refusal(clashes, len(blocks)))
     _write(root, [states[rel] for rel in changed])
@@ -1158,6 +1162,26 @@ def _not_found(block: _Block, state: _FileState) -> str:
     fence = fence_for(closest)
     return (f"{what} is not in {rel}; the closest lines are ({span}):\n{fence}\n{closest}\n{fence}\n"
             f"Copy the lines exactly as they are in {rel}.")
+
+
+def _python_broken(state: _FileState) -> str | None:
+    """Why fragments spliced into a Python file that was valid leave it unable to even compile, or
+    None. Said before anything is written, with the line: cheaper and plainer than the traceback the
+    tests would print (seen: a function written out with its body indented one level too deep). A
+    file written out whole is not judged: that format writes exactly what was sent."""
+    if not state.rel.endswith((".py", ".pyi")):
+        return None
+    try:
+        compile(state.original or b"", state.rel, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None  # not valid before either (another Python version, a template): not ours to judge
+    try:
+        compile(_encode(state), state.rel, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as error:
+        where = f", line {error.lineno}: {error.text.strip()!r}" if getattr(error, "lineno", None) and error.text else ""
+        return (f"the edit would leave {state.rel} invalid Python ({type(error).__name__}: "
+                f"{getattr(error, 'msg', error)}{where}); check the indentation and brackets of the code you wrote")
+    return None
 
 
 def _encode(state: _FileState) -> bytes:

@@ -147,3 +147,15 @@ def test_the_instructions_ask_for_whole_definitions_with_the_files_fence():
     text = edit_format_instructions("symbol", "text.py", MODULE, fence="````")
     assert "written out whole" in text and "never the whole file" in text and "````python" in text
 
+
+def test_an_edit_that_leaves_valid_python_unable_to_compile_is_refused_with_the_line(repo):
+    code = 'def shout(text):\n    return text.upper()\n        + "!"\n'
+    with pytest.raises(EditRefused, match=r"invalid Python \(IndentationError: unexpected indent, line 27"):
+        apply_answer(repo, answer(code), "symbol")
+    assert (repo / "text.py").read_text() == MODULE
+    (repo / "old.py").write_text("print 'python 2'\n")  # not valid before: not judged
+    apply_answer(repo, "old.py\n```\n<<<<<<< SEARCH\nprint 'python 2'\n=======\nprint 'still 2'\n>>>>>>> REPLACE\n```\n")
+    assert (repo / "old.py").read_text() == "print 'still 2'\n"
+    broken_whole = 'def shout(text):\n    return text.upper()\n        + "!"\n'
+    apply_answer(repo, f"text.py\n```python\n{broken_whole}```\n", "whole")  # a whole file is written as sent
+    assert (repo / "text.py").read_text() == broken_whole
