@@ -1018,14 +1018,15 @@ def _apply_definitions(block: _Block, state: _FileState) -> None:
     line numbers of the others stay right. A definition may not hold a line an excerpt marked "not
     shown": those lines are not in the answer, and replacing the definition would delete them."""
     # Imported here: tree-sitter and the excerpt machinery are needed by this format only.
-    from auto_gvpie.excerpt import NOT_SHOWN, apply_symbol_answer
+    from auto_gvpie.excerpt import apply_symbol_answer
 
     rel = state.rel
     code = block.replace  # lines outside the definitions (an echoed marker, a note) are not applied
     if not block.closed:
         raise _Problem(f"the code block for {rel} is not closed: the answer stopped; write out only the "
                        f"functions you change, so the answer stays short")
-    written = [s for s in _parse_code(rel, code) if s.qualname == s.name]
+    parsed = _parse_code(rel, code)
+    written = _written_definitions(rel, code, parsed)
     if not written:
         raise _Problem(f"the code block for {rel} holds no function or class definition; write out the "
                        f"whole function you change, from its def line to its last line")
@@ -1033,16 +1034,15 @@ def _apply_definitions(block: _Block, state: _FileState) -> None:
     existing = _parse_code(rel, state.lines)
     placed = []
     for new in written:
-        same = [s for s in existing if s.name == new.name]  # a method written at column 0 reads as a function
+        # A method written at column 0 reads as a function: matched by name. One written inside its
+        # class is matched by its qualified name first (two classes may both define `__init__`).
+        same = ([s for s in existing if s.qualname == new.qualname] if new.qualname != new.name else []) \
+            or [s for s in existing if s.name == new.name]
         if not same:
             names = ", ".join(s.name for s in existing if s.qualname == s.name)[:300]
             raise _Problem(f"{rel} defines no {new.name}; write out a definition the file has ({names}), "
                            f"or create new code in a SEARCH/REPLACE block")
         body = code[new.start_line - 1: new.end_line]
-        hidden = next((n for n, line in enumerate(body, new.start_line) if NOT_SHOWN.match(line)), None)
-        if hidden is not None:
-            raise _Problem(f"the code for {new.name} has a line marked 'not shown' (line {hidden} of the block), "
-                           f"which would delete those lines; write out a smaller definition inside it whole instead")
         rewrite = [line.strip() for line in body]
         old = max(same, key=lambda s: difflib.SequenceMatcher(
             None, [line.strip() for line in state.lines[s.start_line - 1: s.end_line]], rewrite).ratio())
@@ -1053,6 +1053,31 @@ def _apply_definitions(block: _Block, state: _FileState) -> None:
         except ValueError as error:
             raise _Problem(str(error)) from None
     state.lines = _split_keep(text)
+
+
+def _written_definitions(rel: str, code: list[str], parsed: list) -> list:
+    """The top-level definitions of an answer's code block, each to replace its namesake whole. A
+    class holding a line an excerpt marked "not shown" cannot replace the class (those lines are not
+    in the answer and would be deleted), but the methods written out whole inside it can replace
+    theirs: seen, a small model echoes the class around the one method it fixed."""
+    from auto_gvpie.excerpt import NOT_SHOWN
+
+    def hidden_line(symbol) -> int | None:
+        body = code[symbol.start_line - 1: symbol.end_line]
+        return next((n for n, line in enumerate(body, symbol.start_line) if NOT_SHOWN.match(line)), None)
+
+    written = []
+    for top in (s for s in parsed if s.qualname == s.name):
+        hidden = hidden_line(top)
+        if hidden is None:
+            written.append(top)
+            continue
+        members = [s for s in parsed if s.qualname == f"{top.name}.{s.name}" and hidden_line(s) is None]
+        if not members:
+            raise _Problem(f"the code for {top.name} has a line marked 'not shown' (line {hidden} of the block), "
+                           f"which would delete those lines; write out a smaller definition inside it whole instead")
+        written.extend(members)
+    return written
 
 
 def _parse_code(rel: str, lines: list[str]) -> list:

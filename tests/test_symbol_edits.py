@@ -89,8 +89,18 @@ def test_echoed_excerpt_markers_outside_a_definition_are_ignored(repo):
     assert (repo / "text.py").read_text() == MODULE.replace("return text.upper()", "return text.lower()")
 
 
-def test_a_definition_holding_a_not_shown_marker_is_refused_whole(repo):
+def test_a_class_holding_a_not_shown_marker_gives_only_its_methods_written_out_whole(repo):
     code = "class Pager:\n    ...  # lines 14-15 not shown (def __init__(self, items, size))\n\n    def count(self):\n        return 0\n"
+    apply_answer(repo, answer(code), "symbol")
+    # Pager.count is replaced (by its qualified name, not the module's count); __init__ and page are kept.
+    assert (repo / "text.py").read_text() == MODULE.replace("return len(self.items) // self.size", "return 0")
+
+
+def test_a_definition_holding_a_not_shown_marker_and_nothing_whole_is_refused(repo):
+    code = "class Pager:\n    size = 3\n    ...  # lines 14-22 not shown (def __init__(self, items, size))\n"
+    with pytest.raises(EditRefused, match="marked 'not shown'"):
+        apply_answer(repo, answer(code), "symbol")
+    code = "def count(text):\n    ...  # lines 9-10 not shown\n    return 0\n"
     with pytest.raises(EditRefused, match="marked 'not shown'"):
         apply_answer(repo, answer(code), "symbol")
     assert (repo / "text.py").read_text() == MODULE
