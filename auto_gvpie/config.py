@@ -48,6 +48,12 @@ class Settings:
     # track — a `_version.py`, a `.env` — copied into each worktree.
     setup: str = ""
     copy_ignored: tuple[str, ...] = ()
+    # The judge (judge.py): a review of each result that passed its real check, by the worker's
+    # model unless a judge server or model is named; below the threshold it goes round again.
+    judge: bool = False
+    judge_url: str = ""
+    judge_model: str | None = None
+    judge_threshold: int = 8
 
     @property
     def state_dir(self) -> Path:
@@ -160,4 +166,7 @@ def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     for key in ("tasks_file", "repo"):
         if not merged[key].is_absolute():
             merged[key] = (home / merged[key]).resolve() if key not in cli else merged[key].resolve()
+    threshold = merged.get("judge_threshold", 8)
+    if not 0 <= threshold <= 10:
+        raise ConfigError(f"judge_threshold: expected a score from 0 to 10 (got {threshold})")
     return Settings(**merged)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from auto_gvpie import prompts
 from auto_gvpie.config import Settings
 from auto_gvpie.inbox import Inbox, Status, Task, runnable
+from auto_gvpie.judge import Judge, Verdict, open_judge
 from auto_gvpie.kinds import AttemptResult, Job, Stopped, TaskKind, kind_for
 from auto_gvpie.llm import LLM, BadAnswer, LLMUnreachable, open_llm
 from auto_gvpie.records import write_attempt_file
@@ -49,7 +50,8 @@ class Outcome:
 class Engine:
     def __init__(self, settings: Settings, store: StateStore, llm: LLM, memory: Memory, owner: str,
                  progress: ProgressFn | None = None, should_stop: Callable[[], bool] = lambda: False,
-                 on_outcome: Callable[[Outcome], None] = lambda outcome: None, sandbox: Sandbox | None = None):
+                 on_outcome: Callable[[Outcome], None] = lambda outcome: None, sandbox: Sandbox | None = None,
+                 judge: Judge | None = None):
         self.settings = settings
         self.store = store
         self.llm = llm
@@ -59,6 +61,7 @@ class Engine:
         self.should_stop = should_stop
         self.on_outcome = on_outcome  # told as each task ends, even if the drain is cut short later
         self.sandbox = sandbox or open_sandbox("off")
+        self.judge = judge
         self.inbox = Inbox(settings.tasks_file)  # kept, so each re-read parses only what was appended
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
 
@@ -74,7 +77,8 @@ class Engine:
         llm = open_llm(settings, progress=model_progress)
         store = StateStore(settings.state_dir)
         memory = Memory(settings.home, enabled=settings.memory)
-        return cls(settings, store, llm, memory, owner, progress, should_stop, on_outcome, sandbox)
+        return cls(settings, store, llm, memory, owner, progress, should_stop, on_outcome, sandbox,
+                   open_judge(settings, llm))
 
     def close(self) -> None:
         self.memory.close()
@@ -115,6 +119,7 @@ class Engine:
     def _attempts(self, job: Job, kind: TaskKind, first: int) -> Outcome:
         task = job.task
         last_error = "no attempts left" if first > task.max_attempts else None
+        kept: _Kept | None = None  # the best result that passed its checks but not the judge
         for number in range(first, task.max_attempts + 1):
             if self.should_stop():
                 raise Stopped()
@@ -123,16 +128,52 @@ class Engine:
             prompt = kind.prompt(job, recall)
             self.store.annotate(task.id, prompt.warnings, kind.notes())
             result, llm_seconds = self._answer(job, kind, number, prompt)
+            verdict = self._review(job, kind, number, result)
+            if verdict is not None and not verdict.passes:
+                if kept is None or verdict.score > kept.verdict.score:
+                    kept = _Kept(number, result, verdict, kind.snapshot(job))
+                result = replace(result, outcome="judge_rejected", feedback=verdict.feedback(),
+                                 summary=f"passed its checks; {verdict.line()}")
+            elif verdict is not None:
+                result = replace(result, feedback=verdict.line())
             job.latest_tests = result.tests or job.latest_tests
-            self._record(job, number, result, prompt, kind.details(), llm_seconds, time.monotonic() - started)
+            self._record(job, number, result, prompt, kind.details(), llm_seconds, time.monotonic() - started,
+                         verdict)
             if result.outcome == "passed":
-                delivery = kind.deliver(job, number, result)
-                if delivery.record is not None:
-                    self.memory.remember(delivery.record)
-                return Outcome(task.id, Status.DONE, number, self._artifacts(task), None, delivery.note)
+                return self._deliver(job, kind, number, result, verdict)
             last_error = result.summary or result.outcome
             job.history.append(prompts.Attempt(number, result.answer, result.outcome, result.feedback))
+        if kept is not None:
+            # No attempt satisfied the judge: the best of those that passed the real check is kept.
+            kind.reset(job, kept.snapshot)
+            return self._deliver(job, kind, kept.number, kept.result, kept.verdict,
+                                 attempts=max(task.max_attempts, first - 1))
         return Outcome(task.id, Status.FAILED, max(task.max_attempts, first - 1), self._artifacts(task), last_error)
+
+    def _review(self, job: Job, kind: TaskKind, number: int, result: AttemptResult) -> Verdict | None:
+        """The judge's verdict on a result that passed its checks (None: no judge, or not passed)."""
+        if self.judge is None or result.outcome != "passed":
+            return None
+        self._stage(job.task, number, f"judge reviewing ({self.judge.llm.model})")
+        verdict = self.judge.review(job.task, kind.work(job, result))
+        if verdict is not None:
+            log.info("attempt %d of %s: %s", number, job.task.id, verdict.line())
+        return verdict
+
+    def _deliver(self, job: Job, kind: TaskKind, number: int, result: AttemptResult, verdict: Verdict | None,
+                 attempts: int | None = None) -> Outcome:
+        task = job.task
+        delivery = kind.deliver(job, number, result)
+        if delivery.record is not None:
+            self.memory.remember(delivery.record)
+        note = delivery.note
+        if verdict is not None:
+            line = verdict.line() if verdict.passes else (
+                f"{verdict.line()} (below {verdict.threshold}: kept attempt {number}, the best that passed its checks)")
+            self.store.score(task.id, verdict.score, line)
+            if not verdict.passes:
+                note = line + (f"; {note}" if note else "")
+        return Outcome(task.id, Status.DONE, attempts or number, self._artifacts(task), None, note)
 
     def _answer(self, job: Job, kind: TaskKind, number: int, prompt: prompts.Prompt) -> tuple[AttemptResult, float]:
         """Ask for up to `samples` answers; each distinct one is tried on the same tree; the first that
@@ -235,7 +276,7 @@ class Engine:
         return results
 
     def _record(self, job: Job, number: int, result: AttemptResult, prompt: prompts.Prompt, details: dict,
-                llm_s: float, total_s: float) -> None:
+                llm_s: float, total_s: float, verdict: Verdict | None) -> None:
         """Every attempt leaves a file under artifacts/, a row in the state store and a memory row."""
         task = job.task
         path = self.settings.artifacts_dir / f"{task.id}.attempt-{number}.json"
@@ -247,8 +288,9 @@ class Engine:
             error_lines=tuple(_key_lines(result.feedback)), llm_seconds=llm_s,
             test_seconds=sum(t.duration_s for t in result.tests), total_seconds=total_s,
             artifact_kind=result.artifact_kind or "answer", artifact_path=result.artifact_path or str(path))
+        judged = {"judge": {"score": verdict.score, "reasons": list(verdict.reasons)}} if verdict else {}
         write_attempt_file(path, record, result.tests, {"warnings": prompt.warnings, "excerpts": prompt.excerpts,
-                                                        "prompt_tokens": prompt.tokens, **details})
+                                                        "prompt_tokens": prompt.tokens, **judged, **details})
         self.store.record_attempt(record)
         self.memory.remember(record)
 
@@ -260,6 +302,14 @@ class Engine:
     def _stage(self, task: Task, number: int, stage: str) -> None:
         self.store.heartbeat(task.id, self.owner, stage)
         self.progress(task.id, number, stage)
+
+
+@dataclass
+class _Kept:
+    number: int
+    result: AttemptResult
+    verdict: Verdict
+    snapshot: object  # the workspace as that attempt left it (kind.snapshot)
 
 
 def _promise(result: AttemptResult) -> tuple[int, int]:

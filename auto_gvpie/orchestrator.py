@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--no-memory", action="store_false", dest="memory", default=None, help="do not use LanceDB memory")
     more.add_argument("--interval", type=float, metavar="S", help="daemon: seconds between backstop re-scans")
     more.add_argument("--workers", type=int, metavar="N", help="daemon: tasks run at once (default 1)")
+    judge = p.add_argument_group("judge: a review of each result that passed its checks")
+    judge.add_argument("--judge", action="store_true", default=None,
+                       help="a model scores each passing result 0-10; below the threshold it is retried with the "
+                            "reasons, and when attempts run out the best passing result is kept")
+    judge.add_argument("--judge-url", metavar="URL", help="a second OpenAI-compatible server for the judge")
+    judge.add_argument("--judge-model", metavar="NAME", help="the judge's model (default: the worker's own)")
+    judge.add_argument("--judge-threshold", type=int, metavar="N", help="the score a result needs (default 8)")
     more.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr too")
     return p
 
@@ -81,7 +88,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         "home": args.home, "tasks_file": args.tasks, "repo": args.repo, "llm": args.llm, "llm_url": args.llm_url,
         "model": args.model, "edit_format": args.edit_format, "apply": args.apply, "gpu": args.gpu,
         "memory": args.memory, "interval": args.interval, "workers": args.workers, "sandbox": args.sandbox,
-        "samples": args.samples})
+        "samples": args.samples, "judge": args.judge, "judge_url": args.judge_url, "judge_model": args.judge_model,
+        "judge_threshold": args.judge_threshold})
 
 
 def _setup_logging(settings: Settings | None, verbose: bool) -> None:
@@ -183,7 +191,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     sandbox = _sandbox_line(settings)
     if args.json:
         print(json.dumps({"counts": counts, "sandbox": sandbox, "tasks": [
-            {"id": t.id, "title": t.title, "status": s, "attempts": a, "error": e, "warnings": w, "notes": n}
+            {"id": t.id, "title": t.title, "status": s, "attempts": a, "error": e, "warnings": w, "notes": n,
+             "score": states[t.id].score if t.id in states else None}
             for t, s, a, e, _, w, n in rows]}))
         return EXIT_OK
     print(f"tasks: {settings.tasks_file}   " + "  ".join(f"{k} {v}" for k, v in counts.items()))
@@ -207,6 +216,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             print(f"warning: {task.id}: {warning}")
         for note in notes:
             print(f"note: {task.id}: {note}")
+        if task.id in states and states[task.id].verdict:
+            print(f"review: {task.id}: {states[task.id].verdict}")
         if task_status == Status.PENDING and error and (len(error) > 70 or "\n" in error):
             # Why a task waits (the repository or its tests cannot be used) is worth reading whole.
             print(f"waiting: {task.id}: " + "\n  ".join(error.strip().splitlines()[:4]))

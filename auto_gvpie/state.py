@@ -45,6 +45,8 @@ class TaskState:
     artifacts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    score: int | None = None  # the judge's score of the result kept (--judge)
+    verdict: str | None = None  # the judge's verdict on it, one line
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class AttemptRecord:
     """One attempt, as every store records it (state store here, memory in LanceDB)."""
     task: Task
     attempt: int
-    outcome: str  # passed | refused | tests_failed | bad_answer | invalid_program | patch_saved
+    outcome: str  # passed | refused | tests_failed | bad_answer | invalid_program | picture_rejected | judge_rejected | patch_saved
     feedback: str = ""
     answer: str = ""
     test_command: str | None = None  # the failing (else the first) test command
@@ -77,7 +79,8 @@ CREATE TABLE IF NOT EXISTS derived (
     title_key TEXT NOT NULL, n INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (title_key, n));
 """
 # Columns added after the first release; a state.db from then gets them on open.
-_ADDED_COLUMNS = {"lease_start": "TEXT", "warnings": "TEXT NOT NULL DEFAULT '[]'", "notes": "TEXT NOT NULL DEFAULT '[]'"}
+_ADDED_COLUMNS = {"lease_start": "TEXT", "warnings": "TEXT NOT NULL DEFAULT '[]'", "notes": "TEXT NOT NULL DEFAULT '[]'",
+                  "score": "INTEGER", "verdict": "TEXT"}
 
 
 def process_start(pid: int | None) -> str | None:
@@ -273,6 +276,10 @@ class StateStore:
                         record.test_seconds, record.total_seconds, time.time()))
             db.execute("UPDATE tasks SET attempts=MAX(attempts, ?), last_error=?, updated=? WHERE id=?",
                        (record.attempt, detail if record.outcome != "passed" else None, time.time(), record.task.id))
+
+    def score(self, task_id: str, score: int, verdict: str) -> None:
+        """The judge's score of the result a task keeps (shown by --status; the trainer's input)."""
+        self.db.execute("UPDATE tasks SET score=?, verdict=? WHERE id=?", (score, verdict, task_id))
 
     def finish(self, task_id: str, owner: str, status: str, error: str | None, artifacts: list[str]) -> None:
         assert status in FINISHED

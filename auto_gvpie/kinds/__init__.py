@@ -27,7 +27,7 @@ class Stopped(Exception):
 @dataclass
 class AttemptResult:
     """What one attempt ended with; `feedback` is what the next prompt tells the model."""
-    outcome: str  # passed | refused | tests_failed | bad_answer | invalid_program
+    outcome: str  # passed | refused | tests_failed | bad_answer | invalid_program | picture_rejected | judge_rejected
     feedback: str = ""
     answer: str = ""
     tests: list[CommandResult] = field(default_factory=list)
@@ -78,6 +78,9 @@ class TaskKind(Protocol):
 
     def reset(self, job: Job, snapshot: object) -> None:
         """Back to `snapshot`, so the next candidate starts from the same tree."""
+
+    def work(self, job: Job, result: AttemptResult) -> str:
+        """What the judge is shown of a result that passed its checks."""
 
     def notes(self) -> list[str]:
         """What the user should know about how the task was approached (files chosen), for --status."""

@@ -139,6 +139,11 @@ class CodeKind:
     def reset(self, job: Job, snapshot: object) -> None:
         job.worktree.reset_to(str(snapshot))
 
+    def work(self, job: Job, result: AttemptResult) -> str:
+        """For the judge: the change as one patch, and the checks it passed."""
+        passed = "\n".join(f"- `{t.command}` passed" for t in result.tests if t.passed)
+        return f"The patch (against the repository as it was):\n{job.worktree.diff()}\nChecks:\n{passed}"
+
     def notes(self) -> list[str]:
         """For --status: which files were chosen and why."""
         return [f"files: {self.ranking.summary()}"] if self.ranking and self.ranking.files else []
