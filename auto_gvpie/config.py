@@ -54,6 +54,14 @@ class Settings:
     judge_url: str = ""
     judge_model: str | None = None
     judge_threshold: int = 8
+    # The architect (architect.py): with nothing pending, propose one task toward `goal` or the next
+    # unfinished milestone of `roadmap` (a Markdown checklist); `max_iterations` 0 means no limit.
+    # A proposed code task's tests must start with one of `test_runners` (the user's allow-list).
+    goal: str = ""
+    roadmap: Path | None = None
+    max_iterations: int = 0
+    test_runners: tuple[str, ...] = ("pytest", "python -m pytest", "python3 -m pytest", "python -m unittest",
+                                     "python3 -m unittest", "cargo test")
 
     @property
     def state_dir(self) -> Path:
@@ -70,7 +78,7 @@ _CHOICES = {
     "apply": ("checkout", "branch", "none"),
     "sandbox": ("auto", "on", "off"),
 }
-_PATH_KEYS = ("home", "tasks_file", "repo", "model_cache")
+_PATH_KEYS = ("home", "tasks_file", "repo", "model_cache", "roadmap")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -163,9 +171,11 @@ def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     merged["home"] = home
     merged["tasks_file"] = Path(merged.get("tasks_file") or home / "auto_tasks.json")
     merged["repo"] = Path(merged.get("repo") or home)
-    for key in ("tasks_file", "repo"):
-        if not merged[key].is_absolute():
+    for key in ("tasks_file", "repo", "roadmap"):
+        if merged.get(key) is not None and not merged[key].is_absolute():
             merged[key] = (home / merged[key]).resolve() if key not in cli else merged[key].resolve()
+    if merged.get("max_iterations", 0) < 0:
+        raise ConfigError(f"max_iterations: must be 0 (no limit) or more (got {merged['max_iterations']})")
     threshold = merged.get("judge_threshold", 8)
     if not 0 <= threshold <= 10:
         raise ConfigError(f"judge_threshold: expected a score from 0 to 10 (got {threshold})")

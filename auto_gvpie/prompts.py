@@ -20,6 +20,7 @@ from auto_gvpie.edits import edit_format_instructions, fence_for
 from auto_gvpie.inbox import Task
 from auto_gvpie.paths import PathRefused, clean, confine
 from auto_gvpie.pixels.program import json_schema
+from auto_gvpie.pixels.report import named_colours
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ PIXEL_GUIDE = """\
 You write pixel programs: JSON documents in this small drawing language (version 1).
 {"kind": "pixel_program", "version": 1, "name": "short_name",
  "canvas": {"width": W, "height": H},
- "palette": {"bg": [0, 0, 0], "fg": "#00ff00"},
+ "palette": {"NAME": [R, G, B], ...},
  "ops": [...], "metadata": {"description": "what it shows"}}
 Colours: a palette name, [r,g,b], [r,g,b,a] (0-255) or "#rrggbb" / "#rrggbbaa". The canvas starts black.
 Ops, painted in order (integer coordinates; anything off-canvas is clipped):
@@ -346,8 +347,16 @@ def pixel_prompt(task: Task, memory: str, history: list[Attempt], context_window
     count = count or _rough_count
     budget = context_window - answer_tokens - 64
 
+    # A small model copies the guide's example colours unless it is handed the task's own (seen: the
+    # demo's "dark blue background" drawn black three times); these are ones the render report accepts.
+    colours = named_colours(f"{task.title}\n{task.description}")
+    palette = ("The colours the task names, as RGB (put them in the palette under these names): "
+               + ", ".join(f'"{word.replace(" ", "_")}": {rgb}' for word, rgb in colours) + "\n") if colours else ""
+
     def build(shares: dict[str, float], left_out: list[str]) -> str:
         parts = _task_text(task, shares["task"], budget, left_out)
+        if palette:
+            parts.append(palette)
         if memory:
             parts.append(_shorten(memory, int(3_000 * shares["memory"]), "the relevant memory", left_out) + "\n")
         if history:

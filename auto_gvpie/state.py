@@ -241,6 +241,10 @@ class StateStore:
             out[task.id] = Status(status)
         return out
 
+    def seconds(self) -> dict[str, float]:
+        """Time spent on each task, all its attempts together."""
+        return dict(self.db.execute("SELECT task_id, SUM(total_seconds) FROM runs GROUP BY task_id").fetchall())
+
     def runs(self, task_id: str) -> list[dict]:
         return [dict(r) for r in self.db.execute("SELECT * FROM runs WHERE task_id=? ORDER BY created", (task_id,))]
 

@@ -9,7 +9,7 @@ import json
 
 from auto_gvpie.pixels.program import parse_program
 from auto_gvpie.pixels.render import render
-from auto_gvpie.pixels.report import render_report
+from auto_gvpie.pixels.report import COLOUR_WORDS, render_report
 
 from conftest import run_cli, write_tasks
 from llm_server import LLMServer
@@ -50,11 +50,12 @@ def test_a_picture_that_does_what_the_demo_asks_has_no_problems():
 
 def test_each_defect_of_the_bad_demo_picture_is_reported_with_what_to_change():
     problems = report(BAD)
-    assert len(problems) == 4, problems
-    cut, covered, unused, colour = problems
+    assert len(problems) == 5, problems
+    colour, cut, covered, across, unused = problems  # what the task asked for first
     assert cut.startswith('ops[3]: WRITE_TEXT "GVPIE" is cut off by the canvas edge') and "set y to 57 or less" in cut
     assert covered.startswith("ops[1]: RECT is mostly covered by later ops (ops[2] CIRCLE): only 12 of its 188 "
                               "pixels show")
+    assert across.startswith('ops[3]: WRITE_TEXT "GVPIE" lies across the edge of a shape')
     assert unused.startswith("palette.blue: the palette colour 'blue' is never used")
     assert colour.startswith("picture: the task asks for dark blue, but no pixel of the picture is dark blue")
     assert "[0,0,0] black" in colour
@@ -89,7 +90,7 @@ def test_translucent_ops_hide_nothing_and_colours_the_task_rules_out_are_not_ask
     assert report(doc, "a blue tint, no red anywhere") == []
     assert report(doc, "a red square") == [
         "picture: the task asks for red, but no pixel of the picture is red (its colours: [127,127,255] blue); "
-        "paint what should be red in it"]
+        "paint what should be red with a red colour such as [255, 0, 0]"]
 
 
 def test_text_too_wide_for_the_canvas_says_so():
@@ -116,3 +117,34 @@ def test_the_engine_feeds_the_report_back_and_accepts_the_corrected_picture(tmp_
     first = json.loads((home / "artifacts" / "demo-boot-screen.attempt-1.json").read_text())
     assert first["outcome"] == "picture_rejected"
     assert json.loads((home / "artifacts" / "demo-boot-screen.json").read_text())["ops"] == GOOD["ops"]
+
+
+def test_text_wholly_below_the_canvas_is_reported_once_with_where_it_would_fit():
+    # Seen from the bundled model on the demo: the text at y = 64 on a 64-pixel canvas.
+    doc = program([{"op": "FILL", "color": [0, 0, 0]},
+                   {"op": "WRITE_TEXT", "x": 0, "y": 64, "text": "GVPIE", "color": [255, 255, 255]}])
+    (problem,) = report(doc, "")
+    assert problem.startswith('ops[1]: WRITE_TEXT "GVPIE" is wholly outside the 64x64 canvas, so nothing of it shows')
+    assert "set y to 57 or less" in problem
+
+
+def test_the_colour_each_fix_suggests_is_one_the_check_accepts():
+    for word, (test, example) in COLOUR_WORDS.items():
+        assert test(tuple(example)), word
+
+
+def test_text_across_the_edge_of_a_shape_is_reported():
+    # The bundled model's second demo picture: a circle filling the canvas, the text half on it.
+    # A few of its pixels also lie on the outline along the edge: a third, small share.
+    doc = program([{"op": "FILL", "color": "bg"},
+                   {"op": "RECT", "x": 0, "y": 0, "width": 64, "height": 64, "fill": False, "color": "green"},
+                   {"op": "CIRCLE", "cx": 32, "cy": 32, "r": 32, "color": "yellow"},
+                   {"op": "WRITE_TEXT", "x": 0, "y": 57, "text": "GVPIE", "color": "white"}],
+                  {"bg": [0, 0, 139], "green": [0, 200, 0], "yellow": [255, 255, 0], "white": [255, 255, 255]})
+    (problem,) = report(doc, "")
+    assert problem.startswith('ops[3]: WRITE_TEXT "GVPIE" lies across the edge of a shape (')
+    assert "on ops[0] FILL and " in problem and "on ops[2] CIRCLE" in problem
+    inside = program([{"op": "FILL", "color": [0, 0, 139]},
+                      {"op": "RECT", "x": 0, "y": 40, "width": 64, "height": 24, "color": [90, 90, 90]},
+                      {"op": "WRITE_TEXT", "x": 4, "y": 48, "text": "OK", "color": [255, 255, 255]}])
+    assert report(inside, "") == []  # wholly on one shape reads fine

@@ -51,35 +51,36 @@ _GREY = lambda rgb: _hsv(rgb)[1] < 0.2  # noqa: E731 -- one predicate per colour
 _BLUE, _GREEN, _RED = _hue(190, 260), _hue(70, 170), _hue(340, 20)
 # Generous on purpose: a colour wrongly called missing fails a good picture; one wrongly found
 # only lets a weak picture through, as before this check.
-COLOUR_WORDS: dict[str, Callable[[RGB], bool]] = {
-    "dark blue": _both(_BLUE, _value(0.0, 0.65)),
-    "light blue": lambda rgb: _hue(180, 250, 0.1, 0.6)(rgb),
-    "navy": _both(_BLUE, _value(0.0, 0.65)),
-    "dark green": _both(_GREEN, _value(0.0, 0.65)),
-    "light green": _hue(70, 170, 0.1, 0.6),
-    "dark red": _both(_RED, _value(0.0, 0.65)),
-    "dark grey": _both(_GREY, _value(0.1, 0.6)),
-    "dark gray": _both(_GREY, _value(0.1, 0.6)),
-    "light grey": _both(_GREY, _value(0.5, 0.95)),
-    "light gray": _both(_GREY, _value(0.5, 0.95)),
-    "black": _value(0.0, 0.2),
-    "white": _both(_GREY, _value(0.8, 1.0)),
-    "grey": _both(_GREY, _value(0.15, 0.9)),
-    "gray": _both(_GREY, _value(0.15, 0.9)),
-    "red": _RED,
-    "orange": _hue(15, 50),
-    "brown": _both(_hue(10, 50), _value(0.15, 0.7)),
-    "yellow": _hue(40, 75),
-    "gold": _hue(35, 65),
-    "green": _GREEN,
-    "lime": _hue(70, 140),
-    "teal": _hue(160, 200),
-    "cyan": _hue(165, 200),
-    "blue": _BLUE,
-    "purple": _hue(250, 320),
-    "violet": _hue(250, 320),
-    "magenta": _hue(280, 340),
-    "pink": _hue(290, 20, 0.15, 0.55),
+# Each word: whether a pixel colour counts as it, and a colour that does (suggested in the fix).
+COLOUR_WORDS: dict[str, tuple[Callable[[RGB], bool], list[int]]] = {
+    "dark blue": (_both(_BLUE, _value(0.0, 0.65)), [0, 0, 139]),
+    "light blue": (_hue(180, 250, 0.1, 0.6), [173, 216, 230]),
+    "navy": (_both(_BLUE, _value(0.0, 0.65)), [0, 0, 128]),
+    "dark green": (_both(_GREEN, _value(0.0, 0.65)), [0, 100, 0]),
+    "light green": (_hue(70, 170, 0.1, 0.6), [144, 238, 144]),
+    "dark red": (_both(_RED, _value(0.0, 0.65)), [139, 0, 0]),
+    "dark grey": (_both(_GREY, _value(0.1, 0.6)), [64, 64, 64]),
+    "dark gray": (_both(_GREY, _value(0.1, 0.6)), [64, 64, 64]),
+    "light grey": (_both(_GREY, _value(0.5, 0.95)), [200, 200, 200]),
+    "light gray": (_both(_GREY, _value(0.5, 0.95)), [200, 200, 200]),
+    "black": (_value(0.0, 0.2), [0, 0, 0]),
+    "white": (_both(_GREY, _value(0.8, 1.0)), [255, 255, 255]),
+    "grey": (_both(_GREY, _value(0.15, 0.9)), [128, 128, 128]),
+    "gray": (_both(_GREY, _value(0.15, 0.9)), [128, 128, 128]),
+    "red": (_RED, [255, 0, 0]),
+    "orange": (_hue(15, 50), [255, 165, 0]),
+    "brown": (_both(_hue(10, 50), _value(0.15, 0.7)), [139, 69, 19]),
+    "yellow": (_hue(40, 75), [255, 255, 0]),
+    "gold": (_hue(35, 65), [255, 215, 0]),
+    "green": (_GREEN, [0, 200, 0]),
+    "lime": (_hue(70, 140), [0, 255, 0]),
+    "teal": (_hue(160, 200), [0, 128, 128]),
+    "cyan": (_hue(165, 200), [0, 255, 255]),
+    "blue": (_BLUE, [0, 0, 255]),
+    "purple": (_hue(250, 320), [128, 0, 128]),
+    "violet": (_hue(250, 320), [238, 130, 238]),
+    "magenta": (_hue(280, 340), [255, 0, 255]),
+    "pink": (_hue(290, 20, 0.15, 0.55), [255, 192, 203]),
 }
 _WORDS = re.compile(r"\b(" + "|".join(sorted((re.escape(w) for w in COLOUR_WORDS), key=len, reverse=True)) + r")\b",
                     re.I)
@@ -96,12 +97,13 @@ class Problem:
 
 
 def render_report(program: PixelProgram, image: np.ndarray, task_text: str = "") -> list[Problem]:
-    """The picture's visible problems, in program order; empty when there are none.
+    """The picture's visible problems, most important first; empty when there are none.
 
     `image` is `render(program)`; `task_text` is what the task asked (title and description),
     searched for colour words."""
-    return (_cut_text(program) + _hidden_ops(program) + _unused_palette(program)
-            + _missing_colours(image, task_text))
+    # What the task asked for first: a small model acts on the top of a list.
+    return (_missing_colours(image, task_text) + _cut_text(program) + _hidden_ops(program)
+            + _straddling_text(program) + _unused_palette(program))
 
 
 def _label(op: Op) -> str:
@@ -141,8 +143,11 @@ def _cut_text(program: PixelProgram) -> list[Problem]:
             if left < 0:
                 fixes.append(f"its glyphs start left of the canvas: set x to {op.x - left} or more")
         if fixes:
-            problems.append(Problem(f"ops[{i}]", f"{_label(op)} is cut off by the canvas edge; "
-                                                 + "; ".join(fixes)))
+            # Wholly outside is said here, not among the hidden ops: text gets where it would fit.
+            outside = top >= h or bottom <= 0 or left >= w or right <= 0
+            what = f"is wholly outside the {w}x{h} canvas, so nothing of it shows" if outside else \
+                "is cut off by the canvas edge"
+            problems.append(Problem(f"ops[{i}]", f"{_label(op)} {what}; " + "; ".join(fixes)))
     return problems
 
 
@@ -161,7 +166,7 @@ def _hidden_ops(program: PixelProgram) -> list[Problem]:
         box, mask = footprint(op, scratch)
         painted.append((box, mask))
         if not mask.any():
-            if not isinstance(op, WriteText) or op.text.strip():
+            if not isinstance(op, WriteText):  # text off the canvas is reported with where it fits
                 problems.append(Problem(f"ops[{i}]", f"{_label(op)} is wholly off the {w}x{h} canvas: "
                                                      f"nothing of it is drawn; use coordinates inside it"))
             continue
@@ -191,31 +196,72 @@ def _hidden_ops(program: PixelProgram) -> list[Problem]:
     return problems
 
 
+def _straddling_text(program: PixelProgram) -> list[Problem]:
+    """Text drawn across the edge of a shape, part on it and part on what is around it: hard to
+    read, and not where a task puts text ("below it"). Seen: the demo's GVPIE half on a circle
+    that filled the canvas, half on the background."""
+    ops = program.ops
+    w, h = program.canvas.width, program.canvas.height
+    if len(ops) > MAX_TRACKED_OPS:
+        return []
+    scratch = np.zeros((h, w, 3), dtype=np.uint8)
+    owner = np.full((h, w), -1, dtype=np.int32)  # the last opaque op under each pixel; -1 the bare canvas
+    problems = []
+    for i, op in enumerate(ops):
+        (x0, x1, y0, y1), mask = footprint(op, scratch)
+        if not mask.any():
+            continue
+        if isinstance(op, WriteText):
+            under = owner[y0:y1, x0:x1][mask]
+            ids, counts = np.unique(under, return_counts=True)
+            if len(ids) > 1 and np.sort(counts)[-2] >= max(2, 0.1 * counts.sum()):  # a sliver over an edge is fine
+                parts = " and ".join(f"{n} on {_owner_label(ops, int(j))}" for j, n in zip(ids, counts))
+                problems.append(Problem(f"ops[{i}]", f"{_label(op)} lies across the edge of a shape ({parts} of its "
+                                                     f"{int(counts.sum())} pixels): move it wholly onto one of "
+                                                     f"them, e.g. onto the background below or beside the shape"))
+        if op.color.a == 255:
+            owner[y0:y1, x0:x1][mask] = i
+    return problems
+
+
+def _owner_label(ops: tuple[Op, ...], j: int) -> str:
+    return "the bare canvas" if j < 0 else f"ops[{j}] {_label(ops[j])}"
+
+
 def _unused_palette(program: PixelProgram) -> list[Problem]:
     used = {op.color_name for op in program.ops if op.color_name}
     return [Problem(f"palette.{name}", f"the palette colour {name!r} is never used by any op; use it where the "
                                        f"task wants it, or remove it") for name in program.palette if name not in used]
 
 
-def _missing_colours(image: np.ndarray, task_text: str) -> list[Problem]:
-    """Colour words in the task (not negated: "no red") with no pixel of that colour in the picture."""
+def named_colours(task_text: str) -> list[tuple[str, list[int]]]:
+    """The colour words a task asks for (not negated: "no red"), each with a colour that counts as
+    it: what the report checks, and what the prompt suggests."""
     wanted: list[str] = []
     for match in _WORDS.finditer(task_text):
         word = match.group(1).lower()
         if word not in wanted and not _NEGATED.search(task_text[:match.start()]):
             wanted.append(word)
+    return [(word, COLOUR_WORDS[word][1]) for word in wanted]
+
+
+def _missing_colours(image: np.ndarray, task_text: str) -> list[Problem]:
+    """Colour words in the task with no pixel of that colour in the picture."""
+    wanted = named_colours(task_text)
     if not wanted:
         return []
     colours = [tuple(int(c) for c in rgb) for rgb in np.unique(image[..., :3].reshape(-1, 3), axis=0)]
     problems = []
-    for word in wanted:
-        if not any(COLOUR_WORDS[word](rgb) for rgb in colours):
+    for word, example in wanted:
+        test, _ = COLOUR_WORDS[word]
+        if not any(test(rgb) for rgb in colours):
             present = ", ".join(_name(rgb) for rgb in colours[:6]) + (" ..." if len(colours) > 6 else "")
             problems.append(Problem("picture", f"the task asks for {word}, but no pixel of the picture is {word} "
-                                               f"(its colours: {present}); paint what should be {word} in it"))
+                                               f"(its colours: {present}); paint what should be {word} with a {word} colour "
+                                               f"such as {example}"))
     return problems
 
 
 def _name(rgb: RGB) -> str:
-    words = sorted((w for w, test in COLOUR_WORDS.items() if test(rgb)), key=lambda w: " " in w)  # plain first
+    words = sorted((w for w, (test, _) in COLOUR_WORDS.items() if test(rgb)), key=lambda w: " " in w)  # plain first
     return f"[{rgb[0]},{rgb[1]},{rgb[2]}]" + (f" {words[0]}" if words else "")
