@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from auto_gvpie import trainer
 from auto_gvpie.config import Settings
+from auto_gvpie import jsontext, trainer
 from auto_gvpie.inbox import Status, append_task, read_inbox
 from auto_gvpie.kinds.code import service_paths
 from auto_gvpie.llm import LLM, BadAnswer
@@ -41,6 +41,7 @@ REGRESSION_EVERY = 5  # every this many iterations, earlier solved tasks' tests 
 REGRESSION_TASKS = 3  # how many of them
 MAX_FILES_SHOWN = 150
 README_CHARS = 2_500
+MAX_LISTED = 5  # inputs or tests kept from one proposal
 _ARG = re.compile(r"[A-Za-z0-9_./:\[\]=,+-]+")  # a path or a test selector: no quotes, spaces or shell syntax
 _FLAGS = {"-q", "-x", "-v", "-s", "--quiet", "--verbose"}
 _MILESTONE = re.compile(r"^\s*[-*+]\s+\[( |x|X)\]\s+(.+?)\s*$")
@@ -55,19 +56,22 @@ A code task must name the files to change in "inputs" and give "tests": test com
 now and will pass once the task is done. Allowed test commands start with one of: {runners};
 add only test file paths and selectors (like tests/test_x.py::test_name) after them.
 A pixel task (a small picture) needs no tests.
-If the goal or milestone is already achieved, answer {{"milestone_complete": true}} instead.
+If the goal or milestone is already achieved, set "milestone_complete": true.
 Answer with JSON only."""
 
+# No length bounds: llama.cpp spells them out as grammar rules and refuses a grammar with many.
 SCHEMA = {
     "type": "object",
     "properties": {
-        "title": {"type": "string", "maxLength": 120},
-        "description": {"type": "string", "maxLength": 1200},
+        "title": {"type": "string"},
+        "description": {"type": "string"},
         "kind": {"type": "string", "enum": ["code", "pixel"]},
-        "inputs": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 4},
-        "tests": {"type": "array", "items": {"type": "string", "maxLength": 300}, "maxItems": 3},
+        "inputs": {"type": "array", "items": {"type": "string"}},
+        "tests": {"type": "array", "items": {"type": "string"}},
         "milestone_complete": {"type": "boolean"},
     },
+    # Required, so that a grammar-constrained model writes them all; "milestone complete" is the flag.
+    "required": ["title", "kind", "description", "inputs", "tests"],
 }
 
 
@@ -379,12 +383,7 @@ def _tally() -> dict:
 
 def parse_proposal(text: str) -> tuple[Proposal | None, bool]:
     """A proposal (or "milestone complete") from the model's answer; ValueError saying what is wrong."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+    data = jsontext.first_object(text)
     if data.get("milestone_complete") is True:
         return None, True
     title = data.get("title")
@@ -398,11 +397,12 @@ def parse_proposal(text: str) -> tuple[Proposal | None, bool]:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise ValueError(f"{key}: must be a list of non-empty strings")
-        lists[key] = tuple(v.strip() for v in value)
+        lists[key] = tuple(v.strip() for v in value)[:MAX_LISTED]
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ValueError("description: must be a string")
-    return Proposal(" ".join(title.split())[:120], description.strip(), kind, lists["inputs"], lists["tests"]), False
+    return Proposal(" ".join(title.split())[:120], description.strip()[:2000], kind, lists["inputs"],
+                    lists["tests"]), False
 
 
 def describe(settings: Settings) -> list[str]:

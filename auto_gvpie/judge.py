@@ -10,10 +10,10 @@ and never turns a failing one into a pass. Its answer is data: a schema-constrai
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 
+from auto_gvpie import jsontext
 from auto_gvpie.inbox import Task
 from auto_gvpie.llm import LLM, BadAnswer
 
@@ -27,7 +27,8 @@ VERDICT_SCHEMA = {
     "type": "object",
     "properties": {
         "score": {"type": "integer", "minimum": 0, "maximum": 10},
-        "reasons": {"type": "array", "items": {"type": "string", "maxLength": 300}, "maxItems": MAX_REASONS},
+        # No length bounds: llama.cpp spells them out as grammar rules and refuses large ones.
+        "reasons": {"type": "array", "items": {"type": "string"}},
     },
     "required": ["score", "reasons"],
     "additionalProperties": False,
@@ -65,12 +66,7 @@ class Verdict:
 
 def parse_verdict(text: str, threshold: int) -> Verdict:
     """The verdict in a judge's answer; ValueError (saying what is wrong) when there is none."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+    data = jsontext.first_object(text)
     score = data.get("score")
     if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
         raise ValueError(f"score: expected an integer from 0 to 10, got {score!r}")

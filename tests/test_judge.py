@@ -39,7 +39,8 @@ def test_a_verdict_is_validated():
     good = parse_verdict(verdict(7, "  the docstring  is stale "), 8)
     assert (good.score, good.reasons, good.passes) == (7, ("the docstring is stale",), False)
     assert parse_verdict(verdict(8), 8).passes
-    for bad, why in (("{", "not JSON"), ("[1]", "not a JSON object"), (verdict(11), "score"),
+    assert parse_verdict("Here it is:\n```json\n" + verdict(9) + "\n```", 8).score == 9  # fenced, in prose
+    for bad, why in (("{", "no JSON object"), ("[1]", "no JSON object"), ("", "it was empty"), (verdict(11), "score"),
                      (json.dumps({"score": True, "reasons": []}), "score"),
                      (json.dumps({"score": 5, "reasons": "x"}), "reasons")):
         with pytest.raises(ValueError, match=why):

@@ -144,6 +144,9 @@ def test_text_across_the_edge_of_a_shape_is_reported():
     (problem,) = report(doc, "")
     assert problem.startswith('ops[3]: WRITE_TEXT "GVPIE" lies across the edge of a shape (')
     assert "on ops[0] FILL and " in problem and "on ops[2] CIRCLE" in problem
+    # No room below or above the circle: the fix says how small it must be, in numbers.
+    assert problem.endswith("make ops[2] CIRCLE smaller so that it ends above row 55 (cy + r <= 54, e.g. r = 22), "
+                            "and set the text's y to 56")
     inside = program([{"op": "FILL", "color": [0, 0, 139]},
                       {"op": "RECT", "x": 0, "y": 40, "width": 64, "height": 24, "color": [90, 90, 90]},
                       {"op": "WRITE_TEXT", "x": 4, "y": 48, "text": "OK", "color": [255, 255, 255]}])

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .font import CELL, font_bits, glyph_index
-from .program import Fill, Op, PixelProgram, WriteText, op_name
+from .program import Circle, Fill, Op, PixelProgram, WriteText, op_name
 from .render import footprint
 
 MOSTLY_HIDDEN = 0.9  # a shape of which less than a tenth shows is not what the task drew
@@ -216,12 +216,32 @@ def _straddling_text(program: PixelProgram) -> list[Problem]:
             ids, counts = np.unique(under, return_counts=True)
             if len(ids) > 1 and np.sort(counts)[-2] >= max(2, 0.1 * counts.sum()):  # a sliver over an edge is fine
                 parts = " and ".join(f"{n} on {_owner_label(ops, int(j))}" for j, n in zip(ids, counts))
+                shapes = [(n, int(j)) for j, n in zip(ids, counts) if j >= 0 and not isinstance(ops[j], Fill)]
+                fix = _clear_of(ops, max(shapes)[1], op, scratch) if shapes else "move it onto one of them"
                 problems.append(Problem(f"ops[{i}]", f"{_label(op)} lies across the edge of a shape ({parts} of its "
-                                                     f"{int(counts.sum())} pixels): move it wholly onto one of "
-                                                     f"them, e.g. onto the background below or beside the shape"))
+                                                     f"{int(counts.sum())} pixels), so it is hard to read; {fix}"))
         if op.color.a == 255:
             owner[y0:y1, x0:x1][mask] = i
     return problems
+
+
+def _clear_of(ops: tuple[Op, ...], j: int, text: WriteText, scratch: np.ndarray) -> str:
+    """Where the text would be clear of shape `j`: below it, above it, or (no room) with the shape
+    made smaller. Concrete numbers: a small model follows "set y to 54" more often than advice."""
+    h = scratch.shape[0]
+    (_, _, top, bottom), _ = footprint(ops[j], scratch)
+    tall = CELL * text.scale
+    shape = f"ops[{j}] {_label(ops[j])}"
+    if bottom + 1 + tall <= h:
+        return f"put it below {shape}: set y to {bottom + 1}"
+    if top - 1 - tall >= 0:
+        return f"put it above {shape}: set y to {top - 1 - tall}"
+    limit = h - tall - 2  # the shape's last row, leaving the text the bottom rows
+    how = ""
+    if isinstance(ops[j], Circle):
+        how = f" (cy + r <= {limit}, e.g. r = {max(1, limit - ops[j].cy)})" if limit > ops[j].cy else \
+            f" (move it up and make it smaller: cy + r <= {limit})"
+    return f"make {shape} smaller so that it ends above row {limit + 1}{how}, and set the text's y to {limit + 2}"
 
 
 def _owner_label(ops: tuple[Op, ...], j: int) -> str:
