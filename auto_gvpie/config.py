@@ -48,6 +48,9 @@ class Settings:
     # track — a `_version.py`, a `.env` — copied into each worktree.
     setup: str = ""
     copy_ignored: tuple[str, ...] = ()
+    # The dashboard's access token (--serve): required, and then asked of every request, when it
+    # listens on an address other than loopback.
+    token: str = ""
 
     @property
     def state_dir(self) -> Path:
