@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from conftest import CALC, FIX, ROOT, TEST_CALC, WRONG, make_repo, run_cli, write_tasks
-from llm_server import LLMServer
+from llm_server import LLMServer, Reply
 
 from auto_gvpie.inbox import read_inbox
 
@@ -32,12 +32,20 @@ PIXEL = ('```json\n{"kind": "pixel_program", "version": 1, "name": "boot_screen"
          ' "canvas": {"width": 16, "height": 16}, "palette": {"bg": [10, 20, 60], "fg": [0, 255, 120]},'
          ' "ops": [{"op": "FILL", "color": "bg"}, {"op": "RECT", "x": 2, "y": 2, "width": 12, "height": 12,'
          ' "color": "fg", "fill": false}, {"op": "CIRCLE", "cx": 8, "cy": 8, "r": 3, "color": "#ffcc00"}]}\n```')
+SMILEY = ('```json\n{"kind": "pixel_program", "version": 1, "name": "smiley",'
+          ' "canvas": {"width": 24, "height": 24}, "palette": {"face": "#ffd43b", "ink": [30, 30, 30]},'
+          ' "ops": [{"op": "FILL", "color": [240, 240, 255]}, {"op": "CIRCLE", "cx": 12, "cy": 11, "r": 9,'
+          ' "color": "face"}, {"op": "RECT", "x": 8, "y": 7, "width": 2, "height": 3, "color": "ink"},'
+          ' {"op": "RECT", "x": 14, "y": 7, "width": 2, "height": 3, "color": "ink"},'
+          ' {"op": "LINE", "x1": 8, "y1": 14, "x2": 16, "y2": 14, "color": "ink"},'
+          ' {"op": "WRITE_TEXT", "x": 4, "y": 21, "text": "OK!", "color": "ink"}]}\n```')
 TASKS = [
     {"id": "fix-add", "title": "Fix add() in calc.py", "kind": "code", "inputs": ["calc.py"],
      "tests": ["python -m pytest -q test_calc.py"], "priority": 9, "max_attempts": 2},
     {"id": "swap-add", "title": "Make add() commutative-safe", "kind": "code", "inputs": ["calc.py"],
      "tests": ["python -m pytest -q test_calc.py"], "priority": 8, "max_attempts": 1},
     {"id": "boot-screen", "title": "Draw a boot screen icon", "kind": "pixel", "priority": 7},
+    {"id": "smiley", "title": "Draw a smiley that says OK", "kind": "pixel", "priority": 6},
     {"id": "later", "title": "Write the changelog", "kind": "code", "inputs": ["calc.py"],
      "tests": ["python -m pytest -q test_calc.py"], "priority": 1},
 ]
@@ -91,12 +99,12 @@ def filled(tmp_path_factory) -> dict:
     home.mkdir()
     repo = make_repo(base / "repo", {"calc.py": CALC, "test_calc.py": TEST_CALC, ".gitignore": "__pycache__/\n"})
     write_tasks(home, TASKS)
-    with LLMServer([WRONG, FIX, WRONG2, "Here it is:\n" + PIXEL]) as server:
+    with LLMServer([WRONG, FIX, WRONG2, "Here it is:\n" + PIXEL, SMILEY]) as server:
         out = run_cli("--home", str(home), "--repo", str(repo), "--llm-url", server.url, "--no-memory",
-                      "--apply", "none", "--once", "--max-tasks", "3", "--json")
+                      "--apply", "none", "--once", "--max-tasks", "4", "--json")
     assert out.returncode == 1, out.stderr  # one task failed
     report = {t["id"]: t["status"] for t in json.loads(out.stdout)["tasks"]}
-    assert report == {"fix-add": "done", "swap-add": "failed", "boot-screen": "done"}
+    assert report == {"fix-add": "done", "swap-add": "failed", "boot-screen": "done", "smiley": "done"}
     return {"home": home, "repo": repo}
 
 
@@ -127,7 +135,7 @@ def browser():
 def screenshot(driver, tmp_path: Path, name: str) -> Path:
     """Always under tmp_path; also into GVPIE_SCREENSHOTS (e.g. docs/img) when that is set."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(800, height + 40), 2400))
+    driver.set_window_size(1280, min(max(800, height + 160), 2400))
     path = tmp_path / name
     assert driver.save_screenshot(str(path))
     target = os.environ.get("GVPIE_SCREENSHOTS")
@@ -147,13 +155,15 @@ def by_css(driver, selector: str):
 # -- in the browser ------------------------------------------------------------------------------
 
 
-def test_queue_page_shows_every_task_with_its_status(dashboard, browser):
+def test_queue_page_shows_every_task_with_its_status(dashboard, browser, tmp_path):
     browser.get(dashboard.url + "/")
     rows = {r.get_attribute("data-task"): r.get_attribute("data-status") for r in by_css(browser, "tr[data-task]")}
-    assert rows == {"fix-add": "done", "swap-add": "failed", "boot-screen": "done", "later": "pending"}
+    assert rows == {"fix-add": "done", "swap-add": "failed", "boot-screen": "done", "smiley": "done",
+                    "later": "pending"}
     failed = next(r for r in by_css(browser, "tr[data-task]") if r.get_attribute("data-task") == "swap-add")
     assert "tests fail" in failed.text  # the last error, without opening anything
     assert "daemon not running" in by_css(browser, "#health")[0].text
+    assert screenshot(browser, tmp_path, "dashboard-queue.png").stat().st_size > 10_000
 
 
 def test_task_page_shows_each_attempt_its_diff_and_the_failing_output_first(dashboard, browser, tmp_path):
@@ -173,13 +183,14 @@ def test_task_page_shows_each_attempt_its_diff_and_the_failing_output_first(dash
 
 def test_gallery_images_decode_scaled_without_smoothing(dashboard, browser, tmp_path):
     browser.get(dashboard.url + "/gallery")
-    images = by_css(browser, ".gallery img.pixel")
-    assert len(images) == 1
-    natural = browser.execute_script(
-        "var i = arguments[0]; return i.complete ? [i.naturalWidth, i.naturalHeight] : [0, 0];", images[0])
-    assert natural == [256, 256]  # 16x16 scaled by a whole factor on the server
-    card = by_css(browser, ".gallery .card")[0].text
-    assert "boot_screen" in card and "Draw a boot screen icon" in card
+    images = {i.get_attribute("alt").split()[0]: i for i in by_css(browser, ".gallery img.pixel")}
+    assert set(images) == {"boot_screen", "smiley"}
+    sizes = {name: browser.execute_script(
+        "var i = arguments[0]; return i.complete ? [i.naturalWidth, i.naturalHeight] : [0, 0];", image)
+        for name, image in images.items()}
+    assert sizes == {"boot_screen": [256, 256], "smiley": [240, 240]}  # scaled by a whole factor on the server
+    cards = " ".join(c.text for c in by_css(browser, ".gallery .card"))
+    assert "Draw a boot screen icon" in cards and "Draw a smiley that says OK" in cards
     assert screenshot(browser, tmp_path, "dashboard-gallery.png").stat().st_size > 5_000
     # The pixels are the program's: the corner is the background colour, the frame the foreground.
     png = requests.get(dashboard.url + "/image/boot-screen.png", timeout=10).content
@@ -215,13 +226,14 @@ def test_cancelling_a_pending_task_from_its_page(dashboard, browser, filled):
     assert {t["id"]: t["status"] for t in json.loads(status.stdout)["tasks"]}["later"] == "cancelled"
 
 
-def test_history_charts_and_daemon_health(dashboard, browser):
+def test_history_charts_and_daemon_health(dashboard, browser, tmp_path):
     browser.get(dashboard.url + "/history")
     charts = by_css(browser, ".charts svg")
     assert len(charts) == 3
     bars = browser.execute_script("return document.querySelectorAll('.charts svg rect').length")
     assert bars >= 3
     assert "done" in charts[0].get_attribute("innerHTML") and "failed" in charts[0].get_attribute("innerHTML")
+    assert screenshot(browser, tmp_path, "dashboard-history.png").stat().st_size > 5_000
     browser.get(dashboard.url + "/daemon")
     assert "daemon not running" in by_css(browser, "#health")[0].text
 
@@ -301,7 +313,7 @@ def test_report_writes_one_html_file_with_inlined_images_and_prints_a_summary(fi
     out = tmp_path / "report.html"
     result = run_cli("--home", str(filled["home"]), "--report", "--since", "12h", "--html", str(out))
     assert result.returncode == 0, result.stderr
-    assert re.search(r"task\(s\) finished: 2 done, 1 failed, [01] cancelled", result.stdout), result.stdout
+    assert re.search(r"task\(s\) finished: 3 done, 1 failed, [01] cancelled", result.stdout), result.stdout
     assert "failed  swap-add after 1 attempt(s): tests fail" in result.stdout
     html = out.read_text()
     assert "data:image/png;base64," in html and 'src="/' not in html and 'src="http' not in html
@@ -312,3 +324,45 @@ def test_report_writes_one_html_file_with_inlined_images_and_prints_a_summary(fi
     assert by_css(browser, "#task-fix-add .attempt")
     bad = run_cli("--home", str(filled["home"]), "--report", "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+# -- live: a task running while the page is open ----------------------------------------------------
+
+
+def test_the_queue_follows_a_running_task_live_and_cancels_it(tmp_path, browser):
+    """The page is loaded once; its refresh shows the running task and the tokens arriving. The
+    cancel button stops the task: it ends cancelled, its worktree gone, the checkout untouched."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    home = tmp_path / "home"
+    home.mkdir()
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TEST_CALC})
+    write_tasks(home, [TASKS[0]])
+    slow = Reply(content=FIX + " ".join(["words"] * 600), token_delay=0.05)
+    with LLMServer([slow]) as llm, Dashboard(home) as dashboard:
+        browser.get(dashboard.url + "/")
+        assert [r.get_attribute("data-status") for r in by_css(browser, "tr[data-task]")] == ["pending"]
+        worker = subprocess.Popen(
+            [sys.executable, str(ROOT / "auto_gvpie" / "orchestrator.py"), "--home", str(home), "--repo", str(repo),
+             "--llm-url", llm.url, "--no-memory", "--once", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "GVPIE_LLM_RETRIES": "1"})
+        try:
+            wait = WebDriverWait(browser, 60, poll_frequency=0.2)
+            tokens = wait.until(lambda d: [t.text for t in by_css(d, "tr[data-status=in_progress] .tokens")])
+            assert "tokens so far" in tokens[0]
+            first = int(tokens[0].split()[0])
+            wait.until(lambda d: any(int(t.text.split()[0]) > first
+                                     for t in by_css(d, "tr[data-status=in_progress] .tokens")))
+            browser.get(dashboard.url + "/task/fix-add")
+            by_css(browser, "#cancel button")[0].click()
+            assert "asked fix-add to stop" in by_css(browser, "#flash")[0].text
+            stdout, stderr = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        assert worker.returncode == 0, stderr
+        assert json.loads(stdout)["tasks"][0]["status"] == "cancelled"
+        browser.get(dashboard.url + "/")
+        assert [r.get_attribute("data-status") for r in by_css(browser, "tr[data-task]")] == ["cancelled"]
+    assert (repo / "calc.py").read_text() == CALC
+    assert not (home / ".gvpie" / "worktrees").exists() or not list((home / ".gvpie" / "worktrees").iterdir())

@@ -19,7 +19,7 @@ class Series:
 
 
 def bar_chart(title: str, labels: list[str], series: list[Series], *, unit: str = "", whole: bool = True,
-              width: int = 640, height: int = 220) -> str:
+              width: int = 560, height: int = 230) -> str:
     """Stacked bars, one per label; an empty chart says so instead of drawing nothing."""
     left, right, top, bottom = 44, 12, 28, 56
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -91,4 +91,4 @@ def _nice(value: float, whole: bool) -> float:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+    return f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.3g}"
