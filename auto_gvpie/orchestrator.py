@@ -186,14 +186,14 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from auto_gvpie.web.app import TokenRequired, is_loopback, serve
+    from auto_gvpie.web.app import TokenRequired, serve
 
     if not 1 <= args.port <= 65535:
         print("auto-gvpie: --port must be between 1 and 65535", file=sys.stderr)
         return EXIT_USAGE
     token = settings.token or None
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    address = f"http://{shown}:{args.port}/" + (f"?token={token}" if token and not is_loopback(args.host) else "")
+    address = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
 
     def ready() -> None:
         print(f"auto-gvpie dashboard for {settings.home}: {address}\nCtrl-C stops it (the daemon, if one runs, "

@@ -27,6 +27,8 @@ from llm_server import LLMServer, Reply
 
 from auto_gvpie.inbox import read_inbox
 
+MADE_UP = ("calc.py\n```\n<<<<<<< SEARCH\ndef add(x, y):\n    return x - y\n=======\ndef add(x, y):\n"
+           "    return x + y\n>>>>>>> REPLACE\n```\n")
 WRONG2 = "calc.py\n```python\ndef add(a, b):\n    return b - a\n\n\ndef mul(a, b):\n    return a * b\n```\n"
 PIXEL = ('```json\n{"kind": "pixel_program", "version": 1, "name": "boot_screen",'
          ' "canvas": {"width": 16, "height": 16}, "palette": {"bg": [10, 20, 60], "fg": [0, 255, 120]},'
@@ -43,7 +45,7 @@ TASKS = [
     {"id": "fix-add", "title": "Fix add() in calc.py", "kind": "code", "inputs": ["calc.py"],
      "tests": ["python -m pytest -q test_calc.py"], "priority": 9, "max_attempts": 2},
     {"id": "swap-add", "title": "Make add() commutative-safe", "kind": "code", "inputs": ["calc.py"],
-     "tests": ["python -m pytest -q test_calc.py"], "priority": 8, "max_attempts": 1},
+     "tests": ["python -m pytest -q test_calc.py"], "priority": 8, "max_attempts": 2},
     {"id": "boot-screen", "title": "Draw a boot screen icon", "kind": "pixel", "priority": 7},
     {"id": "smiley", "title": "Draw a smiley that says OK", "kind": "pixel", "priority": 6},
     {"id": "later", "title": "Write the changelog", "kind": "code", "inputs": ["calc.py"],
@@ -99,7 +101,7 @@ def filled(tmp_path_factory) -> dict:
     home.mkdir()
     repo = make_repo(base / "repo", {"calc.py": CALC, "test_calc.py": TEST_CALC, ".gitignore": "__pycache__/\n"})
     write_tasks(home, TASKS)
-    with LLMServer([WRONG, FIX, WRONG2, "Here it is:\n" + PIXEL, SMILEY]) as server:
+    with LLMServer([WRONG, FIX, MADE_UP, WRONG2, "Here it is:\n" + PIXEL, SMILEY]) as server:
         out = run_cli("--home", str(home), "--repo", str(repo), "--llm-url", server.url, "--no-memory",
                       "--apply", "none", "--once", "--max-tasks", "4", "--json")
     assert out.returncode == 1, out.stderr  # one task failed
@@ -152,6 +154,12 @@ def by_css(driver, selector: str):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def flash(driver) -> str:
+    """The message the page shows after an action (waiting for the page after the POST to load)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, 20, poll_frequency=0.1).until(lambda d: by_css(d, "#flash"))[0].text
+
+
 # -- in the browser ------------------------------------------------------------------------------
 
 
@@ -168,8 +176,10 @@ def test_queue_page_shows_every_task_with_its_status(dashboard, browser, tmp_pat
 
 def test_task_page_shows_each_attempt_its_diff_and_the_failing_output_first(dashboard, browser, tmp_path):
     browser.get(dashboard.url + "/")
+    from selenium.webdriver.support.ui import WebDriverWait
+
     next(a for a in by_css(browser, "tr[data-task] a") if a.text == "fix-add").click()
-    assert browser.current_url.endswith("/task/fix-add")
+    WebDriverWait(browser, 20).until(lambda d: d.current_url.endswith("/task/fix-add") and by_css(d, ".attempt"))
     first, second = by_css(browser, ".attempt")
     assert "tests failed" in first.find_element("css selector", ".pill").text
     assert "passed" in second.find_element("css selector", ".pill").text
@@ -178,6 +188,14 @@ def test_task_page_shows_each_attempt_its_diff_and_the_failing_output_first(dash
     failing = first.find_element("css selector", ".test.fail pre.test-output")
     assert failing.is_displayed() and "assert" in failing.text and "failed" in failing.text
     assert "+    return a + b" in second.find_element("css selector", "pre.diff").text
+    # A refused edit says why, in the words the model was told.
+    browser.get(dashboard.url + "/task/swap-add")
+    refused, failed = by_css(browser, ".attempt")
+    assert "refused" in refused.find_element("css selector", ".pill").text
+    assert "def add(x, y)" in refused.find_element("css selector", ".refusal").text or \
+        "refused" in refused.find_element("css selector", ".refusal").text
+    assert not refused.find_elements("css selector", "pre.diff")  # nothing was changed
+    assert "tests failed" in failed.find_element("css selector", ".pill").text
     assert screenshot(browser, tmp_path, "dashboard-task.png").stat().st_size > 10_000
 
 
@@ -208,7 +226,7 @@ def test_a_task_added_through_the_form_lands_in_the_inbox_file(dashboard, browse
     form.find_element("name", "kind").send_keys("pixel")
     form.find_element("name", "priority").send_keys("3")
     form.find_element("css selector", "button[type=submit]").click()
-    assert "added" in by_css(browser, "#flash")[0].text
+    assert "added" in flash(browser)
     added = [t for t in read_inbox(filled["home"] / "auto_tasks.json") if t.title == "Draw a tiny heart"]
     assert len(added) == 1 and added[0].kind == "pixel" and added[0].priority == 3
     assert (filled["home"] / "auto_tasks.json").read_text().startswith(before)  # appended, never rewritten
@@ -219,7 +237,7 @@ def test_a_task_added_through_the_form_lands_in_the_inbox_file(dashboard, browse
 def test_cancelling_a_pending_task_from_its_page(dashboard, browser, filled):
     browser.get(dashboard.url + "/task/later")
     by_css(browser, "#cancel button")[0].click()
-    assert "cancelled later" in by_css(browser, "#flash")[0].text
+    assert "cancelled later" in flash(browser)
     assert "cancelled" in by_css(browser, ".pill.s-cancelled")[0].text
     assert not by_css(browser, "#cancel")  # nothing left to cancel
     status = run_cli("--home", str(filled["home"]), "--status", "--json")
@@ -314,7 +332,7 @@ def test_report_writes_one_html_file_with_inlined_images_and_prints_a_summary(fi
     result = run_cli("--home", str(filled["home"]), "--report", "--since", "12h", "--html", str(out))
     assert result.returncode == 0, result.stderr
     assert re.search(r"task\(s\) finished: 3 done, 1 failed, [01] cancelled", result.stdout), result.stdout
-    assert "failed  swap-add after 1 attempt(s): tests fail" in result.stdout
+    assert "failed  swap-add after 2 attempt(s): tests fail" in result.stdout
     html = out.read_text()
     assert "data:image/png;base64," in html and 'src="/' not in html and 'src="http' not in html
     assert "<script" not in html and "+    return a + b" in html
@@ -355,7 +373,7 @@ def test_the_queue_follows_a_running_task_live_and_cancels_it(tmp_path, browser)
                                      for t in by_css(d, "tr[data-status=in_progress] .tokens")))
             browser.get(dashboard.url + "/task/fix-add")
             by_css(browser, "#cancel button")[0].click()
-            assert "asked fix-add to stop" in by_css(browser, "#flash")[0].text
+            assert "asked fix-add to stop" in flash(browser)
             stdout, stderr = worker.communicate(timeout=60)
         finally:
             if worker.poll() is None:
@@ -366,3 +384,23 @@ def test_the_queue_follows_a_running_task_live_and_cancels_it(tmp_path, browser)
         assert [r.get_attribute("data-status") for r in by_css(browser, "tr[data-task]")] == ["cancelled"]
     assert (repo / "calc.py").read_text() == CALC
     assert not (home / ".gvpie" / "worktrees").exists() or not list((home / ".gvpie" / "worktrees").iterdir())
+
+
+def test_memory_search_finds_what_the_worker_remembered(tmp_path, browser):
+    """With memory on, the search page answers like `python -m auto_gvpie.memory search`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    write_tasks(home, [TASKS[2]])
+    with LLMServer([PIXEL]) as llm:
+        out = run_cli("--home", str(home), "--llm-url", llm.url, "--once")
+    assert out.returncode == 0, out.stderr
+    with Dashboard(home) as dashboard:
+        browser.get(dashboard.url + "/memory")
+        box = by_css(browser, "input[name=q]")[0]
+        box.send_keys("boot screen icon")
+        box.submit()
+        hits = [row.text for row in by_css(browser, "#hits tr")[1:]]
+    assert hits and any("boot-screen" in hit for hit in hits)
+    cli = subprocess.run([sys.executable, "-m", "auto_gvpie.memory", "search", "boot screen icon", "--home", str(home),
+                          "--json", "--k", "10"], capture_output=True, text=True, cwd=ROOT)
+    assert {h["task_id"] for h in json.loads(cli.stdout)["hits"]} == {"boot-screen"}
