@@ -35,12 +35,12 @@ PIXEL = ('```json\n{"kind": "pixel_program", "version": 1, "name": "boot_screen"
          ' "ops": [{"op": "FILL", "color": "bg"}, {"op": "RECT", "x": 2, "y": 2, "width": 12, "height": 12,'
          ' "color": "fg", "fill": false}, {"op": "CIRCLE", "cx": 8, "cy": 8, "r": 3, "color": "#ffcc00"}]}\n```')
 SMILEY = ('```json\n{"kind": "pixel_program", "version": 1, "name": "smiley",'
-          ' "canvas": {"width": 24, "height": 24}, "palette": {"face": "#ffd43b", "ink": [30, 30, 30]},'
-          ' "ops": [{"op": "FILL", "color": [240, 240, 255]}, {"op": "CIRCLE", "cx": 12, "cy": 11, "r": 9,'
-          ' "color": "face"}, {"op": "RECT", "x": 8, "y": 7, "width": 2, "height": 3, "color": "ink"},'
-          ' {"op": "RECT", "x": 14, "y": 7, "width": 2, "height": 3, "color": "ink"},'
-          ' {"op": "LINE", "x1": 8, "y1": 14, "x2": 16, "y2": 14, "color": "ink"},'
-          ' {"op": "WRITE_TEXT", "x": 4, "y": 21, "text": "OK!", "color": "ink"}]}\n```')
+          ' "canvas": {"width": 32, "height": 32}, "palette": {"face": "#ffd43b", "ink": [30, 30, 30]},'
+          ' "ops": [{"op": "FILL", "color": [240, 240, 255]}, {"op": "CIRCLE", "cx": 16, "cy": 12, "r": 11,'
+          ' "color": "face"}, {"op": "RECT", "x": 11, "y": 7, "width": 3, "height": 4, "color": "ink"},'
+          ' {"op": "RECT", "x": 19, "y": 7, "width": 3, "height": 4, "color": "ink"},'
+          ' {"op": "LINE", "x1": 10, "y1": 16, "x2": 22, "y2": 16, "color": "ink"},'
+          ' {"op": "WRITE_TEXT", "x": 8, "y": 24, "text": "OK", "color": "ink"}]}\n```')
 TASKS = [
     {"id": "fix-add", "title": "Fix add() in calc.py", "kind": "code", "inputs": ["calc.py"],
      "tests": ["python -m pytest -q test_calc.py"], "priority": 9, "max_attempts": 2},
@@ -206,7 +206,7 @@ def test_gallery_images_decode_scaled_without_smoothing(dashboard, browser, tmp_
     sizes = {name: browser.execute_script(
         "var i = arguments[0]; return i.complete ? [i.naturalWidth, i.naturalHeight] : [0, 0];", image)
         for name, image in images.items()}
-    assert sizes == {"boot_screen": [256, 256], "smiley": [240, 240]}  # scaled by a whole factor on the server
+    assert sizes == {"boot_screen": [256, 256], "smiley": [256, 256]}  # scaled by a whole factor on the server
     cards = " ".join(c.text for c in by_css(browser, ".gallery .card"))
     assert "Draw a boot screen icon" in cards and "Draw a smiley that says OK" in cards
     assert screenshot(browser, tmp_path, "dashboard-gallery.png").stat().st_size > 5_000
