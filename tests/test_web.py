@@ -347,9 +347,10 @@ def test_report_writes_one_html_file_with_inlined_images_and_prints_a_summary(fi
 # -- live: a task running while the page is open ----------------------------------------------------
 
 
-def test_the_queue_follows_a_running_task_live_and_cancels_it(tmp_path, browser):
-    """The page is loaded once; its refresh shows the running task and the tokens arriving. The
-    cancel button stops the task: it ends cancelled, its worktree gone, the checkout untouched."""
+def test_next_to_a_daemon_the_queue_is_live_and_a_running_task_is_cancelled(tmp_path, browser):
+    """A daemon works; the dashboard runs next to it. The queue page, loaded once, shows the task
+    running and the tokens arriving; the daemon page its pid and current task; the cancel button
+    stops the task: it ends cancelled, its worktree gone, the checkout untouched, the daemon goes on."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     home = tmp_path / "home"
@@ -360,9 +361,9 @@ def test_the_queue_follows_a_running_task_live_and_cancels_it(tmp_path, browser)
     with LLMServer([slow]) as llm, Dashboard(home) as dashboard:
         browser.get(dashboard.url + "/")
         assert [r.get_attribute("data-status") for r in by_css(browser, "tr[data-task]")] == ["pending"]
-        worker = subprocess.Popen(
+        daemon = subprocess.Popen(
             [sys.executable, str(ROOT / "auto_gvpie" / "orchestrator.py"), "--home", str(home), "--repo", str(repo),
-             "--llm-url", llm.url, "--no-memory", "--once", "--json"],
+             "--llm-url", llm.url, "--no-memory", "--daemon", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "GVPIE_LLM_RETRIES": "1"})
         try:
             wait = WebDriverWait(browser, 60, poll_frequency=0.2)
@@ -371,19 +372,28 @@ def test_the_queue_follows_a_running_task_live_and_cancels_it(tmp_path, browser)
             first = int(tokens[0].split()[0])
             wait.until(lambda d: any(int(t.text.split()[0]) > first
                                      for t in by_css(d, "tr[data-status=in_progress] .tokens")))
+            browser.get(dashboard.url + "/daemon")
+            health = by_css(browser, "#health")[0].text
+            assert "daemon running" in health and f"pid {daemon.pid}" in health and "fix-add" in health
             browser.get(dashboard.url + "/task/fix-add")
             by_css(browser, "#cancel button")[0].click()
             assert "asked fix-add to stop" in flash(browser)
-            stdout, stderr = worker.communicate(timeout=60)
+            api = dashboard.url + "/api/queue"
+            deadline = time.monotonic() + 60
+            while requests.get(api, timeout=10).json()["tasks"][0]["status"] != "cancelled":
+                assert time.monotonic() < deadline and daemon.poll() is None, "the task was not cancelled"
+                time.sleep(0.2)
+            assert daemon.poll() is None  # the daemon goes on
         finally:
-            if worker.poll() is None:
-                worker.kill()
-        assert worker.returncode == 0, stderr
+            daemon.terminate()
+            stdout, stderr = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, stderr
         assert json.loads(stdout)["tasks"][0]["status"] == "cancelled"
         browser.get(dashboard.url + "/")
         assert [r.get_attribute("data-status") for r in by_css(browser, "tr[data-task]")] == ["cancelled"]
     assert (repo / "calc.py").read_text() == CALC
     assert not (home / ".gvpie" / "worktrees").exists() or not list((home / ".gvpie" / "worktrees").iterdir())
+    assert len(llm.requests) == 1
 
 
 def test_memory_search_finds_what_the_worker_remembered(tmp_path, browser):
