@@ -204,6 +204,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     except TokenRequired as exc:
         print(f"auto-gvpie: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        print(f"auto-gvpie: cannot listen on {shown}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

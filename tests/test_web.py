@@ -308,6 +308,11 @@ def test_a_request_for_another_host_name_is_refused_without_a_token(dashboard):
     assert raw_get(dashboard.port, "/", host=f"localhost:{dashboard.port}") == 200
 
 
+def test_a_port_in_use_is_a_usage_error(dashboard, filled):
+    out = run_cli("--home", str(filled["home"]), "--serve", "--port", str(dashboard.port))
+    assert out.returncode == 2 and f"cannot listen on 127.0.0.1:{dashboard.port}" in out.stderr
+
+
 def test_a_non_loopback_address_needs_a_token_and_every_request_then_carries_it(filled):
     refused = run_cli("--home", str(filled["home"]), "--serve", "--host", "0.0.0.0", "--port", str(free_port()))
     assert refused.returncode == 2 and "--token" in refused.stderr

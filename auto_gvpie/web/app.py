@@ -13,6 +13,8 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import socket
+from typing import Callable
 from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
@@ -220,15 +222,23 @@ def _same(a: str, b: str) -> bool:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
-          on_ready=None) -> None:
-    """Run the dashboard until interrupted (uvicorn)."""
+          on_ready: Callable[[], None] | None = None) -> None:
+    """Run the dashboard under uvicorn until interrupted. The socket is bound here first, so a
+    port in use is an OSError the command line can explain, not a log line and an exit."""
     import uvicorn
 
     app = create_app(settings, token=token, host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     if on_ready is not None:
         on_ready()
-    server.run()
-
-
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
