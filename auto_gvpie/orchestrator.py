@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-attempts", type=int, metavar="N")
     add.add_argument("--id", metavar="ID", dest="task_id")
     web = p.add_argument_group("dashboard (--serve) and report (--report)")
-    web.add_argument("--host", default="127.0.0.1", help="--serve: address to listen on (default 127.0.0.1; "
+    web.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="--serve: address to listen on (default 127.0.0.1; "
                      "another needs --token)")
-    web.add_argument("--port", type=int, default=8765, help="--serve: port (default 8765)")
+    web.add_argument("--port", type=int, default=8765, metavar="N", help="--serve: port (default 8765)")
     web.add_argument("--token", metavar="T", help="--serve: every request must carry it (also token in gvpie.toml)")
     web.add_argument("--since", metavar="DURATION", help="--report: only what finished in the last DURATION "
                      "(e.g. 12h, 30m, 2d; default: everything)")
