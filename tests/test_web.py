@@ -188,6 +188,8 @@ def test_task_page_shows_each_attempt_its_diff_and_the_failing_output_first(dash
     failing = first.find_element("css selector", ".test.fail pre.test-output")
     assert failing.is_displayed() and "assert" in failing.text and "failed" in failing.text
     assert "+    return a + b" in second.find_element("css selector", "pre.diff").text
+    ranking = first.find_element("css selector", "details.ranking")
+    assert "calc.py" in ranking.get_attribute("innerHTML") and "listed in the task's inputs" in ranking.get_attribute("innerHTML")
     # A refused edit says why, in the words the model was told.
     browser.get(dashboard.url + "/task/swap-add")
     refused, failed = by_css(browser, ".attempt")
@@ -274,6 +276,15 @@ def raw_get(port: int, path: str, host: str | None = None) -> int:
     status = conn.getresponse().status
     conn.close()
     return status
+
+
+def test_pages_work_without_script(dashboard):
+    """Progressive enhancement: the HTML as served already holds the queue and the task's attempts."""
+    queue = requests.get(dashboard.url + "/", timeout=10).text
+    assert 'data-task="fix-add"' in queue and 'data-status="failed"' in queue
+    task = requests.get(dashboard.url + "/task/fix-add", timeout=10).text
+    assert 'id="attempt-1"' in task and "assert add(2, 3) == 5" in task
+    assert "<script" not in task and "http://" not in task.replace("http://www.w3.org/2000/svg", "")
 
 
 def test_artifact_names_are_validated_and_nothing_outside_artifacts_is_served(dashboard, filled):

@@ -86,7 +86,8 @@ def _nice(value: float, whole: bool) -> float:
     """A round number at or above `value` for the top of the axis (at least 4 for counts, so the
     four grid lines fall on whole numbers)."""
     magnitude = 10 ** math.floor(math.log10(value))
-    top = next(step * magnitude for step in (1, 2, 2.5, 4, 5, 10) if value <= step * magnitude * 1.0000001)
+    # Steps whose quarters are round too (the grid has four lines).
+    top = next(step * magnitude for step in (1, 2, 4, 8, 10) if value <= step * magnitude * 1.0000001)
     return max(4.0, math.ceil(top / 4) * 4.0) if whole else float(top)
 
 
