@@ -430,3 +430,19 @@ def test_memory_search_finds_what_the_worker_remembered(tmp_path, browser):
     cli = subprocess.run([sys.executable, "-m", "auto_gvpie.memory", "search", "boot screen icon", "--home", str(home),
                           "--json", "--k", "10"], capture_output=True, text=True, cwd=ROOT)
     assert {h["task_id"] for h in json.loads(cli.stdout)["hits"]} == {"boot-screen"}
+
+
+def test_every_page_of_a_brand_new_home(tmp_path):
+    """Before the first task: every page answers and says there is nothing yet; nothing is written."""
+    home = tmp_path / "fresh"
+    home.mkdir()
+    with Dashboard(home) as dashboard:
+        pages = {path: requests.get(dashboard.url + path, timeout=30) for path in
+                 ("/", "/gallery", "/history", "/daemon", "/memory?q=anything", "/api/queue")}
+        missing = requests.get(dashboard.url + "/task/nothing-here", timeout=10)
+    assert {path: r.status_code for path, r in pages.items()} == dict.fromkeys(pages, 200)
+    assert "No tasks yet" in pages["/"].text and "No pixel artifacts yet" in pages["/gallery"].text
+    assert "nothing yet" in pages["/history"].text and "no memory yet" in pages["/memory?q=anything"].text
+    assert pages["/api/queue"].json()["tasks"] == []
+    assert missing.status_code == 404
+    assert list(home.iterdir()) == []  # looking changes nothing
