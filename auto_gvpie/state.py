@@ -119,12 +119,17 @@ class StateStore:
         self.path = state_dir / "state.db"
         self._synced: set[str] = set()
         if readonly:
-            if not self.path.exists():
-                self.db = sqlite3.connect(":memory:", isolation_level=None)
-                self._create()
-            else:
+            self._columns = set()
+            if self.path.exists():
                 self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
                 self._columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
+                if not self._columns:
+                    self.db.close()
+            if not self._columns:
+                # No store yet, or one a worker has only just created (its tables not written yet):
+                # a look at it sees no tasks rather than an error (the dashboard looks at any moment).
+                self.db = sqlite3.connect(":memory:", isolation_level=None)
+                self._create()
         else:
             state_dir.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)

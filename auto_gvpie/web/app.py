@@ -236,6 +236,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         sock.close()
         raise
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    log.info("dashboard for %s on %s:%d (%s)", settings.home, host, port,
+             "token required" if (token or settings.token) else "loopback names only")
     if on_ready is not None:
         on_ready()
     try:
