@@ -62,6 +62,9 @@ class Settings:
     max_iterations: int = 0
     test_runners: tuple[str, ...] = ("pytest", "python -m pytest", "python3 -m pytest", "python -m unittest",
                                      "python3 -m unittest", "cargo test")
+    # The dashboard's access token (--serve): required, and then asked of every request, when it
+    # listens on an address other than loopback.
+    token: str = ""
 
     @property
     def state_dir(self) -> Path:

@@ -7,6 +7,7 @@ attempts work, what the model is asked, what an answer becomes) is behind `TaskK
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ from auto_gvpie.inbox import Inbox, Status, Task, runnable
 from auto_gvpie.judge import Judge, Verdict, open_judge
 from auto_gvpie.kinds import AttemptResult, Job, Stopped, TaskKind, kind_for
 from auto_gvpie.llm import LLM, BadAnswer, LLMUnreachable, open_llm
-from auto_gvpie.records import write_attempt_file
+from auto_gvpie.records import clip_middle, write_attempt_file
 from auto_gvpie.runner import CommandResult, run_command
 from auto_gvpie.sandbox import Sandbox, open_sandbox
 from auto_gvpie.state import AttemptRecord, LeaseKeeper, StateStore
@@ -30,13 +31,14 @@ if TYPE_CHECKING:  # the engine is handed a Memory; importing LanceDB is the cal
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, str], None]  # task id, attempt, stage text
+TOKENS_STORED_S = 1.0  # how often the token count of a streaming answer is written to the state store
 __all__ = ["Engine", "Outcome", "Stopped", "run_pending"]
 
 
 @dataclass
 class Outcome:
     task_id: str
-    status: str  # done | failed | pending (released)
+    status: str  # done | failed | cancelled | pending (released)
     attempts: int
     artifacts: list[str] = field(default_factory=list)
     error: str | None = None
@@ -63,6 +65,7 @@ class Engine:
         self.sandbox = sandbox or open_sandbox("off")
         self.judge = judge
         self.inbox = Inbox(settings.tasks_file)  # kept, so each re-read parses only what was appended
+        self._cancelled = threading.Event()  # the running task's cancel request, set by its LeaseKeeper
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -95,14 +98,20 @@ class Engine:
         job = Job(task, self.settings, self.llm, lambda number, stage: self._stage(task, number, stage),
                   lambda commands, number, stage: self._run(job, commands, number, stage))
         first = (self.store.get(task.id).attempts or 0) + 1
+        self._cancelled = threading.Event()
         try:
-            with LeaseKeeper(self.settings.state_dir, task.id, self.owner), kind.workspace(job):
+            with LeaseKeeper(self.settings.state_dir, task.id, self.owner, cancelled=self._cancelled), \
+                    kind.workspace(job):
                 outcome = self._attempts(job, kind, first)
         except (LLMUnreachable, WorkspaceError, Stopped, KeyboardInterrupt) as exc:
-            # Not the task's fault: it waits for the server, the repository or the next start.
-            self.store.release(task.id, self.owner, str(exc) if isinstance(exc, WorkspaceError) else None)
-            log.info("released %s back to pending: %s", task.id, type(exc).__name__)
-            raise
+            if not (isinstance(exc, Stopped) and self._cancelled.is_set()):
+                # Not the task's fault: it waits for the server, the repository or the next start.
+                self.store.release(task.id, self.owner, str(exc) if isinstance(exc, WorkspaceError) else None)
+                log.info("released %s back to pending: %s", task.id, type(exc).__name__)
+                raise
+            # Cancelled by the user (--cancel, the dashboard); the worktree went with the block above.
+            outcome = Outcome(task.id, Status.CANCELLED, self.store.get(task.id).attempts or 0,
+                              self._artifacts(task), "cancelled by the user")
         except Exception as exc:
             # A bug must not leave the task claimed forever.
             log.exception("task %s crashed", task.id)
@@ -121,7 +130,7 @@ class Engine:
         last_error = "no attempts left" if first > task.max_attempts else None
         kept: _Kept | None = None  # the best result that passed its checks but not the judge
         for number in range(first, task.max_attempts + 1):
-            if self.should_stop():
+            if self._stopping():
                 raise Stopped()
             started = time.monotonic()
             recall = self.memory.recall(task.id, task.title, task.description, task.kind)
@@ -239,12 +248,19 @@ class Engine:
         `report`: show progress (only the engine's own thread touches the state store)."""
         task = job.task
         tokens = 0
+        stored = time.monotonic()
 
         def on_token(_: str) -> None:
-            nonlocal tokens
+            nonlocal tokens, stored
+            if self._cancelled.is_set():
+                raise Stopped()  # ends the stream; the connection is closed on the way out
             tokens += 1
             if report and tokens % 8 == 1:
                 self.progress(task.id, number, f"LLM answering ({tokens} tokens)")
+                if time.monotonic() - stored >= TOKENS_STORED_S:
+                    # The dashboard reads the count from the store; once a second is plenty.
+                    stored = time.monotonic()
+                    self.store.heartbeat(task.id, self.owner, f"LLM answering ({tokens} tokens)")
 
         if report:
             self._stage(task, number, f"asking {self.llm.model}" + (f" (sample {sample + 1})" if sample else ""))
@@ -272,7 +288,7 @@ class Engine:
         for command in commands:
             self._stage(job.task, number, f"{stage}: {command}")
             results.append(run_command(command, job.worktree.path, job.task.test_timeout or self.settings.test_timeout,
-                                       should_stop=self.should_stop, sandbox=self.sandbox))
+                                       should_stop=self._stopping, sandbox=self.sandbox))
         return results
 
     def _record(self, job: Job, number: int, result: AttemptResult, prompt: prompts.Prompt, details: dict,
@@ -290,7 +306,8 @@ class Engine:
             artifact_kind=result.artifact_kind or "answer", artifact_path=result.artifact_path or str(path))
         judged = {"judge": {"score": verdict.score, "reasons": list(verdict.reasons)}} if verdict else {}
         write_attempt_file(path, record, result.tests, {"warnings": prompt.warnings, "excerpts": prompt.excerpts,
-                                                        "prompt_tokens": prompt.tokens, **judged, **details})
+                                                        "prompt_tokens": prompt.tokens, "diff": clip_middle(result.diff),
+                                                        **judged, **details})
         self.store.record_attempt(record)
         self.memory.remember(record)
 
@@ -300,8 +317,14 @@ class Engine:
         return [str(self.settings.artifacts_dir / n) for n in names]
 
     def _stage(self, task: Task, number: int, stage: str) -> None:
+        if self._cancelled.is_set():
+            raise Stopped()  # between steps: a cancelled task goes no further
         self.store.heartbeat(task.id, self.owner, stage)
         self.progress(task.id, number, stage)
+
+    def _stopping(self) -> bool:
+        """A stop (the process is asked to end) or a cancel of the running task."""
+        return self.should_stop() or self._cancelled.is_set()
 
 
 @dataclass

@@ -20,8 +20,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python auto_gvpie/orchestrator.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from auto_gvpie.actions import ActionError, add_task, cancel_task
 from auto_gvpie.config import ConfigError, Settings, load_settings
-from auto_gvpie.inbox import InboxError, Status, append_task, read_inbox, runnable
+from auto_gvpie.inbox import InboxError, Status, read_inbox, runnable
 from auto_gvpie.state import StateStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--daemon", action="store_true", help="long-running worker, woken by changes to the task file")
     mode.add_argument("--dry-run", action="store_true", help="show what would be done; change nothing")
     mode.add_argument("--add", metavar="TITLE", help="append a task safely")
+    mode.add_argument("--cancel", metavar="ID", help="cancel a pending task, or stop a running one (it ends cancelled)")
+    mode.add_argument("--serve", action="store_true",
+                      help="local web dashboard: queue, tasks, gallery, history, memory, daemon (127.0.0.1 unless a "
+                           "token is set)")
+    mode.add_argument("--report", action="store_true", help="a summary of what happened on stdout (and --html FILE)")
     p.add_argument("--scores", action="store_true",
                    help="with --status: the trainer's scores per task and skill tag, the trend, and a PNG chart")
     p.add_argument("--max-tasks", type=int, metavar="N", help="at most N tasks this run")
@@ -61,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-attempts", type=int, metavar="N")
     add.add_argument("--id", metavar="ID", dest="task_id")
     add.add_argument("--tag", action="append", metavar="T", dest="tags", help="skill tag (repeatable)")
+    web = p.add_argument_group("dashboard (--serve) and report (--report)")
+    web.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="--serve: address to listen on (default 127.0.0.1; "
+                     "another needs --token)")
+    web.add_argument("--port", type=int, default=8765, metavar="N", help="--serve: port (default 8765)")
+    web.add_argument("--token", metavar="T", help="--serve: every request must carry it (also token in gvpie.toml)")
+    web.add_argument("--since", metavar="DURATION", help="--report: only what finished in the last DURATION "
+                     "(e.g. 12h, 30m, 2d; default: everything)")
+    web.add_argument("--html", metavar="FILE", help="--report: also write the report as one HTML file")
     more = p.add_argument_group("worker settings (also GVPIE_* variables and HOME/gvpie.toml)")
     more.add_argument("--edit-format", choices=("auto", "whole", "search_replace", "udiff", "symbol"))
     more.add_argument("--apply", choices=("checkout", "branch", "none"),
@@ -100,7 +114,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "memory": args.memory, "interval": args.interval, "workers": args.workers, "sandbox": args.sandbox,
         "samples": args.samples, "judge": args.judge, "judge_url": args.judge_url, "judge_model": args.judge_model,
         "judge_threshold": args.judge_threshold, "goal": args.goal, "roadmap": args.roadmap,
-        "max_iterations": args.max_iterations})
+        "max_iterations": args.max_iterations, "token": args.token})
 
 
 def _setup_logging(settings: Settings | None, verbose: bool) -> None:
@@ -169,13 +183,69 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
                        ("depends_on", args.depends_on), ("max_attempts", args.max_attempts), ("tags", args.tags)):
         if value is not None:
             fields[key] = value
-    append_task(settings.tasks_file, fields)
-    # The id as the worker will know it: a repeated title may get a new number from the store.
-    task = _read_tasks(settings, StateStore(settings.state_dir, readonly=True))[-1]
+    task = add_task(settings, fields)
     if args.json:
         print(json.dumps({"added": {"id": task.id, "title": task.title, "kind": task.kind}}))
     else:
         print(f"added {task.id} ({task.kind}) to {settings.tasks_file}")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        done = cancel_task(settings, args.cancel)
+    except ActionError as exc:
+        print(f"auto-gvpie: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps({"cancelled": done.task_id, "was": done.was}))
+    else:
+        print(done.message)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from auto_gvpie.web.app import TokenRequired, serve
+
+    if not 1 <= args.port <= 65535:
+        print("auto-gvpie: --port must be between 1 and 65535", file=sys.stderr)
+        return EXIT_USAGE
+    token = settings.token or None
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    address = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
+
+    def ready() -> None:
+        print(f"auto-gvpie dashboard for {settings.home}: {address}\nCtrl-C stops it (the daemon, if one runs, "
+              "goes on).", file=sys.stderr)
+
+    try:
+        serve(settings, args.host, args.port, token, on_ready=ready)
+    except TokenRequired as exc:
+        print(f"auto-gvpie: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        print(f"auto-gvpie: cannot listen on {shown}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from auto_gvpie.web.report import build_report, write_report
+    from auto_gvpie.web.views import parse_duration
+
+    try:
+        since = parse_duration(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"auto-gvpie: --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = write_report(settings, Path(args.html), since) if args.html else build_report(settings, since)
+    if args.json:
+        print(json.dumps({"summary": report.summary, "html": args.html,
+                          "finished": [r.as_json() for r in report.finished]}))
+    else:
+        print(report.summary)
+        if args.html:
+            print(f"report written to {args.html}")
     return EXIT_OK
 
 
@@ -482,10 +552,16 @@ def main(argv: list[str] | None = None) -> int:
     from auto_gvpie.workspace import WorkspaceError
     try:
         settings = _settings(args)
-        writes = not (args.status or args.dry_run or args.add)
+        writes = not (args.status or args.dry_run or args.add or args.cancel or args.serve or args.report)
         _setup_logging(settings if writes else None, args.verbose)
         if args.add:
             return cmd_add(args, settings)
+        if args.cancel:
+            return cmd_cancel(args, settings)
+        if args.serve:
+            return cmd_serve(args, settings)
+        if args.report:
+            return cmd_report(args, settings)
         if args.status:
             return cmd_status(args, settings)
         if args.dry_run:

@@ -21,7 +21,7 @@ from auto_gvpie.workspace import Worktree
 
 
 class Stopped(Exception):
-    """A stop was requested (SIGINT/SIGTERM); the task goes back to pending."""
+    """A stop was requested (SIGINT/SIGTERM: the task goes back to pending; a cancel request: it ends cancelled)."""
 
 
 @dataclass
@@ -34,6 +34,7 @@ class AttemptResult:
     artifact_kind: str | None = None
     artifact_path: str | None = None
     summary: str = ""  # one line for --status
+    diff: str = ""  # what the answer changed in the worktree (code tasks), kept in the attempt file
 
 
 @dataclass
