@@ -68,6 +68,9 @@ def test_below_the_threshold_the_reasons_are_fed_back_and_the_next_passing_answe
     text = run_cli("--home", str(home), "--status")
     assert "review: fix-add: judge 9/10" in text.stdout
     assert "sum((a, b))" in (repo / "calc.py").read_text()  # the answer the judge accepted
+    page = home / "report.html"
+    assert run_cli("--home", str(home), "--report", "--html", str(page)).returncode == 0
+    assert "Judge score: <b>5/10</b> — add() should say in a docstring that it adds" in page.read_text()
 
 
 def test_when_no_answer_satisfies_the_judge_the_best_passing_one_is_kept(home, repo):
