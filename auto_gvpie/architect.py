@@ -31,7 +31,7 @@ from auto_gvpie.paths import PathRefused, confine
 from auto_gvpie.runner import run_command
 from auto_gvpie.sandbox import Sandbox
 from auto_gvpie.state import StateStore
-from auto_gvpie.workspace import Worktree, git
+from auto_gvpie.workspace import Worktree, git, scratch_name
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ class Architect:
         return None
 
     def _run_on_head(self, commands) -> list:
-        with Worktree(self.settings.repo, self.settings.state_dir, "architect-check",
+        with Worktree(self.settings.repo, self.settings.state_dir, scratch_name("architect-check"),
                       self.settings.copy_ignored, protected=service_paths(self.settings)) as worktree:
             if self.settings.setup:  # the tests may need what the setup command builds
                 run_command(self.settings.setup, worktree.path, self.settings.test_timeout, sandbox=self.sandbox)
