@@ -19,7 +19,7 @@ import os
 import re
 import shlex
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from auto_gvpie.config import Settings
@@ -31,6 +31,7 @@ from auto_gvpie.paths import PathRefused, confine
 from auto_gvpie.runner import run_command
 from auto_gvpie.sandbox import Sandbox
 from auto_gvpie.state import StateStore
+from auto_gvpie.testsel import test_files
 from auto_gvpie.workspace import Worktree, git, scratch_name
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ MAX_FILES_SHOWN = 150
 README_CHARS = 2_500
 MAX_LISTED = 5  # inputs or tests kept from one proposal
 _ARG = re.compile(r"[A-Za-z0-9_./:\[\]=,+-]+")  # a path or a test selector: no quotes, spaces or shell syntax
+_NOT_RUN = {4, 5}  # pytest: the named test or file was not found / nothing collected
 _FLAGS = {"-q", "-x", "-v", "-s", "--quiet", "--verbose"}
 _MILESTONE = re.compile(r"^\s*[-*+]\s+\[( |x|X)\]\s+(.+?)\s*$")
 
@@ -205,6 +207,7 @@ class Architect:
                 books.milestones.setdefault(milestone, _tally())["complete"] = True
                 return self._end(Step("milestone_complete", f"'{milestone}': the model says it is achieved"))
             return self._discard(None, "it said the goal is achieved, but a goal without a roadmap has no end")
+        proposal = self._without_judges(proposal)
         problem = self._problem(proposal)
         if problem:
             return self._discard(proposal, problem)
@@ -325,7 +328,25 @@ class Architect:
         results = self._run_on_head(proposal.tests)
         if all(r.passed for r in results):
             return "its check already passes on the current tree, so it would prove nothing"
+        for result in results:
+            if result.passed or result.exit_code not in _NOT_RUN:
+                continue
+            new = [a for a in shlex.split(result.command) if a.split("::")[0] in proposal.inputs
+                   and not (self.settings.repo / a.split("::")[0]).exists()]
+            if not new:  # a test file the task itself adds may not exist yet; any other must
+                tail = " ".join(result.output.strip().splitlines()[-2:])[:300]
+                return (f"its check does not run: `{result.command}` exits {result.exit_code} (no such test: "
+                        f"{tail}); name tests that exist, or a new test file listed in inputs")
         return None
+
+    def _without_judges(self, proposal: Proposal) -> Proposal:
+        """The proposal without the existing test files its commands run among its inputs: the
+        tests judge the task, so the coder must not be allowed to edit them."""
+        judges = {rel for command in proposal.tests for rel in test_files(command, self.settings.repo)}
+        kept = tuple(rel for rel in proposal.inputs if rel not in judges)
+        if kept != proposal.inputs:
+            log.info("architect: %s stay read-only (the check runs them)", ", ".join(sorted(judges & set(proposal.inputs))))
+        return replace(proposal, inputs=kept)
 
     def _disallowed(self, command: str) -> str | None:
         runner = next((r for r in sorted(self.settings.test_runners, key=len, reverse=True)

@@ -195,3 +195,17 @@ def test_one_iteration_with_the_bundled_model(home, tmp_path):
     if step["action"] == "proposed":
         assert step["task"]["source"] == "architect" and step["task"]["title"]
     assert inbox(home) == []
+
+
+def test_the_check_must_name_tests_that_exist_and_its_test_files_stay_read_only(home, repo):
+    missing = {**FIX_ADD, "tests": ["python -m pytest -q test_calc.py::test_subtract"]}
+    with LLMServer([json.dumps(missing)]) as server:
+        out = proposing(home, repo, server.url)
+    assert "its check does not run: `python -m pytest -q test_calc.py::test_subtract` exits 4" in out.stderr
+    assert inbox(home) == []
+    # The check's own test file among the inputs is taken out: the tests judge, the coder may not edit them.
+    with LLMServer([json.dumps({**FIX_ADD, "inputs": ["calc.py", "test_calc.py"]}), FIX]) as server:
+        out = proposing(home, repo, server.url)
+    assert out.returncode == 0, out.stderr
+    (task,) = inbox(home)
+    assert task["inputs"] == ["calc.py"]
