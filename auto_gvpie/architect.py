@@ -31,7 +31,8 @@ from auto_gvpie.paths import PathRefused, confine
 from auto_gvpie.runner import run_command
 from auto_gvpie.sandbox import Sandbox
 from auto_gvpie.state import StateStore
-from auto_gvpie.testsel import test_files
+from auto_gvpie.codeindex import language_of, parse_symbols
+from auto_gvpie.testsel import is_test_path, test_files
 from auto_gvpie.workspace import Worktree, git, scratch_name
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,6 @@ class Architect:
     def _discard(self, proposal: Proposal | None, reason: str) -> Step:
         self.books.discarded += 1
         self.books.in_a_row += 1
-        log.info("architect: discarded %s: %s", f"'{proposal.title}'" if proposal else "a proposal", reason)
         return self._end(Step("discarded", reason, proposal=proposal))
 
     def _end(self, step: Step) -> Step:
@@ -273,7 +273,8 @@ class Architect:
         runners = ", ".join(f"`{r}`" for r in self.settings.test_runners)
         messages = [{"role": "system", "content": SYSTEM.format(runners=runners)},
                     {"role": "user", "content": self._context(store, milestone)}]
-        text = self.llm.complete(messages, json_schema=SCHEMA, max_tokens=600).text
+        # From the second try on another sample: the most likely proposal was seen and refused.
+        text = self.llm.complete(messages, json_schema=SCHEMA, max_tokens=600, sample=self.books.in_a_row).text
         return parse_proposal(text)
 
     def _context(self, store: StateStore, milestone: str | None) -> str:
@@ -287,6 +288,15 @@ class Architect:
         shown = "\n".join(files[:MAX_FILES_SHOWN]) + (f"\n[... {len(files) - MAX_FILES_SHOWN} more]"
                                                       if len(files) > MAX_FILES_SHOWN else "")
         parts.append(f"# Repository files (data)\n```\n{shown}\n```\n")
+        tests = _test_ids(repo, files)
+        if tests:
+            parts.append("# Tests that exist (name these, or a new test file listed in inputs)\n```\n"
+                         + "\n".join(tests) + "\n```\n")
+        refused = [e for e in self.books.log if e["action"] == "discarded"][-3:]
+        if refused:
+            # Real checks' verdicts on its earlier proposals: feedback with an outside signal.
+            parts.append("# Your last proposals were discarded\n" + "\n".join(
+                f"- {e.get('title') or 'a proposal'}: {e['reason'][:300]}" for e in refused) + "\n")
         readme = next((repo / n for n in ("README.md", "README.rst", "README.txt", "README") if (repo / n).is_file()), None)
         if readme is not None:
             text = readme.read_text(encoding="utf-8", errors="replace")[:README_CHARS]
@@ -396,6 +406,24 @@ class Architect:
                 return Step("regression", f"the tests of {task.id} fail on the current tree", task_id)
         log.info("architect: the tests of %d earlier task(s) still pass", len(tasks))
         return None
+
+
+def _test_ids(repo: Path, files: list[str], limit: int = 40) -> list[str]:
+    """`path::name` of the test functions in the repository's test files (tree-sitter), for the
+    prompt: a proposal's check has to name tests that exist."""
+    ids: list[str] = []
+    for rel in files:
+        if not is_test_path(rel) or language_of(rel) is None:
+            continue
+        try:
+            symbols = parse_symbols(rel, (repo / rel).read_bytes())
+        except OSError:
+            continue
+        ids += [f"{rel}::{s.qualname.replace('.', '::')}" for s in symbols if s.name.startswith("test")
+                and s.kind in ("function", "method")]
+        if len(ids) >= limit:
+            return ids[:limit]
+    return ids
 
 
 def _tally() -> dict:
