@@ -213,3 +213,13 @@ def test_the_check_must_name_tests_that_exist_and_its_test_files_stay_read_only(
     assert out.returncode == 0, out.stderr
     (task,) = inbox(home)
     assert task["inputs"] == ["calc.py"]
+
+
+def test_test_ids_become_commands_with_the_users_runner(home, repo):
+    (home / "gvpie.toml").write_text('test_runners = ["python -m pytest"]\n')
+    with LLMServer([json.dumps({**FIX_ADD, "tests": ["test_calc.py::test_add"]}), FIX]) as server:
+        out = proposing(home, repo, server.url)
+    assert out.returncode == 0, out.stderr
+    (task,) = inbox(home)
+    assert task["tests"] == ["python -m pytest -q test_calc.py::test_add"]
+    assert "return a + b" in (repo / "calc.py").read_text()
