@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--daemon", action="store_true", help="long-running worker, woken by changes to the task file")
     mode.add_argument("--dry-run", action="store_true", help="show what would be done; change nothing")
     mode.add_argument("--add", metavar="TITLE", help="append a task safely")
+    mode.add_argument("--worker", action="store_true", help="run tasks from the --queue on this machine")
     p.add_argument("--max-tasks", type=int, metavar="N", help="at most N tasks this run")
     p.add_argument("--home", metavar="DIR", help="where auto_tasks.json, artifacts/, lancedb/ live (default: .)")
     p.add_argument("--tasks", metavar="FILE", help="task file (default: HOME/auto_tasks.json)")
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible server (default: LM Studio, http://127.0.0.1:1234/v1)")
     p.add_argument("--model", metavar="NAME", help="model name (default: auto-detected from the server)")
     p.add_argument("--json", action="store_true", help="one machine-readable JSON object on stdout")
+    p.add_argument("--queue", metavar="redis://HOST:PORT/DB",
+                   help="with --daemon: dispatch tasks to workers on this Redis queue; with --worker: run its tasks")
     add = p.add_argument_group("task fields for --add")
     add.add_argument("--kind", choices=("code", "pixel"))
     add.add_argument("--description", metavar="TEXT")
@@ -81,7 +84,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "home": args.home, "tasks_file": args.tasks, "repo": args.repo, "llm": args.llm, "llm_url": args.llm_url,
         "model": args.model, "edit_format": args.edit_format, "apply": args.apply, "gpu": args.gpu,
         "memory": args.memory, "interval": args.interval, "workers": args.workers, "sandbox": args.sandbox,
-        "samples": args.samples})
+        "samples": args.samples, "queue": args.queue})
 
 
 def _setup_logging(settings: Settings | None, verbose: bool) -> None:
@@ -190,6 +193,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from auto_gvpie.daemon import describe
     for line in describe(settings, store):
         print(line)
+    for line in _queue_lines(settings):
+        print(line)
     print(_memory_line(settings))
     print(sandbox)
     if not rows:
@@ -270,6 +275,14 @@ def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _require_queue_library() -> None:
+    try:
+        import redis  # noqa: F401
+        import rq  # noqa: F401
+    except ImportError:
+        raise ConfigError("--queue needs the queue extra: pip install 'auto-gvpie[queue]'") from None
+
+
 def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
@@ -342,11 +355,17 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     status_line = StatusLine(enabled=not args.json)
 
     def started(record) -> None:
+        where = f"dispatching to {settings.queue}" if settings.queue else f"{settings.workers} worker(s)"
         status_line.done(f"auto-gvpie daemon: pid {record.pid}, watching {settings.tasks_file}"
-                         f" ({settings.workers} worker(s)); Ctrl-C or SIGTERM stops it")
+                         f" ({where}); Ctrl-C or SIGTERM stops it")
 
-    daemon = Daemon(settings, on_outcome=lambda outcome: status_line.done(_outcome_line(outcome)),
-                    progress=status_line if args.verbose else None)
+    kwargs = dict(on_outcome=lambda outcome: status_line.done(_outcome_line(outcome)),
+                  progress=status_line if args.verbose else None)
+    if settings.queue:
+        from auto_gvpie.queue.dispatcher import Dispatcher  # RQ and Redis only with --queue
+        daemon = Dispatcher(settings, settings.queue, **kwargs)
+    else:
+        daemon = Daemon(settings, **kwargs)
     try:
         report = daemon.run(on_started=started)
     except DaemonRunning as exc:
@@ -364,6 +383,32 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     return 130 if report.interrupted else EXIT_OK
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run queued tasks until stopped (SIGINT/SIGTERM finish the running job first); 2 when the
+    dispatcher on the queue speaks another protocol or Redis cannot be reached at start."""
+    from auto_gvpie.queue.worker import serve
+
+    status_line = StatusLine(enabled=not args.json)
+    serve(settings, settings.queue, on_started=lambda name: status_line.done(
+        f"auto-gvpie worker {name}: taking tasks from {settings.queue}, LLM {settings.llm_url}; "
+        "Ctrl-C or SIGTERM stops it after the running task"))
+    status_line.done("worker stopped")
+    return EXIT_OK
+
+
+def _queue_lines(settings: Settings) -> list[str]:
+    """The queue and its workers, when this home dispatches to one (asked of Redis, briefly)."""
+    from auto_gvpie.queue.dispatcher import queue_url
+    url = settings.queue or queue_url(settings.state_dir)
+    if not url:
+        return []
+    try:
+        from auto_gvpie.queue.broker import status_lines
+    except ImportError:
+        return [f"queue: {url} (install auto-gvpie[queue] to see its workers)"]
+    return status_lines(url)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_tasks is not None and args.max_tasks < 1:
@@ -374,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from auto_gvpie.llm import LLMError, LLMUnreachable
     from auto_gvpie.sandbox import SandboxError
+    from auto_gvpie.queue import QueueError
     from auto_gvpie.workspace import WorkspaceError
+    if args.queue and not (args.daemon or args.worker or args.status):
+        print("auto-gvpie: --queue goes with --daemon (dispatch) or --worker (run tasks)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         settings = _settings(args)
         writes = not (args.status or args.dry_run or args.add)
@@ -385,10 +434,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args, settings)
         if args.dry_run:
             return cmd_dry_run(args, settings)
+        if args.worker or (settings.queue and args.daemon):
+            if not settings.queue:
+                raise ConfigError("--worker needs --queue redis://HOST:PORT/DB")
+            _require_queue_library()
+        if args.worker:
+            return cmd_worker(args, settings)
         if args.daemon:
             return cmd_daemon(args, settings)
         return cmd_once(args, settings)
-    except (ConfigError, InboxError, WorkspaceError, SandboxError) as exc:
+    except (ConfigError, InboxError, WorkspaceError, SandboxError, QueueError) as exc:
         print(f"auto-gvpie: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LLMUnreachable as exc:  # the daemon, or a model that cannot even be opened
