@@ -48,7 +48,7 @@ class Settings:
     # track — a `_version.py`, a `.env` — copied into each worktree.
     setup: str = ""
     copy_ignored: tuple[str, ...] = ()
-    # Several machines (auto_gvpie/queue): the Redis queue (`--queue`), the git URL workers fetch the
+    # Several machines (auto_gvpie/jobqueue): the Redis queue (`--queue`), the git URL workers fetch the
     # repository from (empty: the repository's own path, for workers that can see it), how long one
     # job may run, and how often a worker says it is alive (a silent worker's job is handed on).
     queue: str = ""

@@ -362,7 +362,7 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     kwargs = dict(on_outcome=lambda outcome: status_line.done(_outcome_line(outcome)),
                   progress=status_line if args.verbose else None)
     if settings.queue:
-        from auto_gvpie.queue.dispatcher import Dispatcher  # RQ and Redis only with --queue
+        from auto_gvpie.jobqueue.dispatcher import Dispatcher  # RQ and Redis only with --queue
         daemon = Dispatcher(settings, settings.queue, **kwargs)
     else:
         daemon = Daemon(settings, **kwargs)
@@ -386,7 +386,7 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run queued tasks until stopped (SIGINT/SIGTERM finish the running job first); 2 when the
     dispatcher on the queue speaks another protocol or Redis cannot be reached at start."""
-    from auto_gvpie.queue.worker import serve
+    from auto_gvpie.jobqueue.worker import serve
 
     status_line = StatusLine(enabled=not args.json)
     serve(settings, settings.queue, on_started=lambda name: status_line.done(
@@ -398,12 +398,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _queue_lines(settings: Settings) -> list[str]:
     """The queue and its workers, when this home dispatches to one (asked of Redis, briefly)."""
-    from auto_gvpie.queue.dispatcher import queue_url
+    from auto_gvpie.jobqueue import queue_url
     url = settings.queue or queue_url(settings.state_dir)
     if not url:
         return []
     try:
-        from auto_gvpie.queue.broker import status_lines
+        from auto_gvpie.jobqueue.broker import status_lines
     except ImportError:
         return [f"queue: {url} (install auto-gvpie[queue] to see its workers)"]
     return status_lines(url)
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from auto_gvpie.llm import LLMError, LLMUnreachable
     from auto_gvpie.sandbox import SandboxError
-    from auto_gvpie.queue import QueueError
+    from auto_gvpie.jobqueue import QueueError
     from auto_gvpie.workspace import WorkspaceError
     if args.queue and not (args.daemon or args.worker or args.status):
         print("auto-gvpie: --queue goes with --daemon (dispatch) or --worker (run tasks)", file=sys.stderr)

@@ -28,9 +28,9 @@ from rq.serializers import JSONSerializer
 from auto_gvpie.config import Settings
 from auto_gvpie.engine import Engine, Stopped
 from auto_gvpie.llm import LLMUnreachable
-from auto_gvpie.queue import PROTOCOL, ProtocolMismatch, broker
-from auto_gvpie.queue.job import TASK_SETTINGS, JobResult, JobSpec, encode, record_to_json, task_from_json
-from auto_gvpie.queue.recorder import RecordingMemory
+from auto_gvpie.jobqueue import PROTOCOL, ProtocolMismatch, broker
+from auto_gvpie.jobqueue.job import TASK_SETTINGS, JobResult, JobSpec, encode, record_to_json, task_from_json
+from auto_gvpie.jobqueue.recorder import RecordingMemory
 from auto_gvpie.state import StateStore
 from auto_gvpie.workspace import WorkspaceError, git
 

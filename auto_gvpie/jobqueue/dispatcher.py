@@ -24,10 +24,10 @@ from auto_gvpie.config import Settings
 from auto_gvpie.daemon import Daemon
 from auto_gvpie.engine import Outcome, settle
 from auto_gvpie.inbox import FINISHED, Inbox, InboxError, Status, Task
-from auto_gvpie.queue import QueueError, broker
-from auto_gvpie.queue.job import (OWNER_PREFIX, TASK_SETTINGS, JobResult, JobSpec, job_id as make_job_id,
+from auto_gvpie.jobqueue import QUEUE_FILE, broker
+from auto_gvpie.jobqueue.job import (OWNER_PREFIX, TASK_SETTINGS, JobResult, JobSpec, job_id as make_job_id,
                                   owner_of, record_from_json, task_to_json)
-from auto_gvpie.queue.ledger import APPLIED, APPLYING, QUEUED, STALE, Dispatch, Ledger
+from auto_gvpie.jobqueue.ledger import APPLIED, APPLYING, QUEUED, STALE, Dispatch, Ledger
 from auto_gvpie.state import AttemptRecord, StateStore
 from auto_gvpie.workspace import WorkspaceError, apply_to_checkout, check_repo, git
 
@@ -37,8 +37,7 @@ POLL_S = 0.5  # how often results are looked for (one pipelined round trip for a
 RESULT_TTL_S = 30 * 24 * 3600  # a result waits this long for a dispatcher that is down
 RETRIES = 2  # a job whose worker died is handed to another worker this many times, same round
 MAX_ROUNDS = 3  # jobs that failed on workers this many times: the task fails
-QUEUE_FILE = "queue.json"  # in the state dir: the queue this home dispatches to, for --status
-RUN_JOB = "auto_gvpie.queue.worker.run_job"
+RUN_JOB = "auto_gvpie.jobqueue.worker.run_job"
 
 
 class Dispatcher(Daemon):
@@ -105,6 +104,9 @@ class Dispatcher(Daemon):
                     if str(exc) != self._inbox_error:
                         log.error("cannot read the task file, waiting for it to change: %s", exc)
                     self._inbox_error = str(exc)
+                except Exception:  # a bug must not stop the dispatching of every other task
+                    log.exception("dispatcher error; going on in %g s", self.settings.interval)
+                    self._stopping.wait(self.settings.interval)
                 with self._cond:
                     if self._generation == seen and not self._stopping.is_set():
                         self._cond.wait(POLL_S)
@@ -288,23 +290,16 @@ class _Turn:
     def _publish(self, base: str) -> str:
         """Where workers fetch `base` from: the repository itself (workers that can see its path),
         or `queue_git` (a bare repository, ssh, git daemon) after pushing it there."""
-        if base in self._published:
-            return self._published[base]
+        if base in self.d._published:
+            return self.d._published[base]
         url = self.settings.queue_git or str(self.settings.repo.resolve())
         if self.settings.queue_git:
             git(self.settings.repo, "push", "-q", "--force", url, f"{base}:refs/gvpie/bases/{base}")
-        self._published[base] = url
+        self.d._published[base] = url
         return url
 
 
 def _task(row: Dispatch) -> Task:
-    from auto_gvpie.queue.job import task_from_json
+    from auto_gvpie.jobqueue.job import task_from_json
     return task_from_json(row.spec["task"])
 
-
-def queue_url(state_dir: Path) -> str | None:
-    """The queue a dispatcher of this home last used (for --status)."""
-    try:
-        return json.loads((state_dir / QUEUE_FILE).read_text())["url"]
-    except (OSError, ValueError, KeyError):
-        return None

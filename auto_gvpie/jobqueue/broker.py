@@ -13,7 +13,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from auto_gvpie.queue import PROTOCOL, ProtocolMismatch, QueueError
+from auto_gvpie.jobqueue import PROTOCOL, ProtocolMismatch, QueueError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 
 from auto_gvpie.inbox import Status, Task
-from auto_gvpie.queue import PROTOCOL
+from auto_gvpie.jobqueue import PROTOCOL
 from auto_gvpie.state import AttemptRecord
 
 OWNER_PREFIX = "queue:"  # the lease owner of a dispatched task: "queue:<job id>"

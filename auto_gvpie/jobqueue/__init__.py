@@ -14,6 +14,9 @@ imports neither RQ nor Redis: the plain daemon and --once never need them.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 # The shape of a job and of its result. A worker and a dispatcher must speak the same one; the
 # queue's name carries it, so neither ever takes the other's jobs, and a worker refuses to start
 # against a dispatcher of another protocol.
@@ -26,3 +29,14 @@ class QueueError(Exception):
 
 class ProtocolMismatch(QueueError):
     """This worker and the dispatcher on the queue speak different job protocols."""
+
+
+QUEUE_FILE = "queue.json"  # in the state dir: the queue this home dispatches to, for --status
+
+
+def queue_url(state_dir: Path) -> str | None:
+    """The queue a dispatcher of this home last used (for --status)."""
+    try:
+        return json.loads((state_dir / QUEUE_FILE).read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        return None
