@@ -155,12 +155,12 @@ class _Turn:
             status = job.get_status(refresh=False)
             if status == JobStatus.FINISHED:
                 self._apply(row, JobResult.from_json(job.return_value()))
-                job.delete()
+                _forget(job)
             elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                 result = job.latest_result()
                 why = (result.exc_string or "").strip().splitlines()[-1:] if result else []
                 self._job_failed(row, why[0] if why else str(status))
-                job.delete()
+                _forget(job)
 
     def _apply(self, row: Dispatch, result: JobResult) -> None:
         """A job's result into the home, once: the ledger row leaves `queued` first, so a second
@@ -297,6 +297,14 @@ class _Turn:
             git(self.settings.repo, "push", "-q", "--force", url, f"{base}:refs/gvpie/bases/{base}")
         self.d._published[base] = url
         return url
+
+
+def _forget(job) -> None:
+    """The job's data out of Redis once its result is recorded (else it expires after RESULT_TTL_S)."""
+    try:
+        job.delete()
+    except ValueError as exc:  # a redelivered job's first execution is already gone: RQ trips over it
+        log.debug("job %s not deleted (%s); it expires", job.id, exc)
 
 
 def _task(row: Dispatch) -> Task:

@@ -18,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -108,6 +109,9 @@ def serve(settings: Settings, url: str, on_started: Callable[[str], None] | None
     Raises ProtocolMismatch against a dispatcher of another protocol, QueueError when Redis cannot
     be reached at start. Redis going away later is waited out."""
     global _context
+    # The engine's imports bring LanceDB into this process, which warns on every fork; this process
+    # never opens a table (a job's memory travels with it), so no LanceDB state is mid-operation.
+    warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
     conn = broker.connect(url)
     broker.ping(conn, url)
     broker.check_protocol(conn, url)
