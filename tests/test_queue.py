@@ -179,8 +179,10 @@ def many_tasks_across_faults(tmp_path, redis_server, procs, count: int) -> None:
         workers = [worker(redis_server.url, llm.url, f"w{n}") for n in range(3)]
 
         # kill -9 of a worker in the middle of a task: its job goes to another worker
-        wait_for(lambda: any(t.startswith(f"{slow}:") for t in busy_workers(redis_server).values())
-                 or first.proc.poll() is not None, 120, f"a worker running {slow}")
+        wait_for(lambda: any(title_of(r) == f"draw box {slow}" for r in list(llm.requests))
+                 or first.proc.poll() is not None, 120, f"a worker asking the LLM for {slow}")
+        wait_for(lambda: any(t.startswith(f"{slow}:") for t in busy_workers(redis_server).values()), 10,
+                 f"the heartbeat of the worker running {slow}")
         assert first.proc.poll() is None, first.output()
         name = next(n for n, t in busy_workers(redis_server).items() if t.startswith(f"{slow}:"))
         victim = next(w for w in workers if name.endswith(f"-{w.pid}"))
