@@ -27,7 +27,7 @@ pytest.importorskip("rq", reason="the queue extra (pip install 'auto-gvpie[queue
 REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (apt install redis-server)")
 
-HEARTBEAT = "1"  # seconds: a killed worker's job is handed on within about 3 of them
+HEARTBEAT = "1"  # seconds: a killed worker's job is handed on within about 11 s (the hold's slack)
 
 
 def free_port() -> int:
@@ -202,9 +202,9 @@ def many_tasks_across_faults(tmp_path, redis_server, procs, count: int) -> None:
         asked = Counter(title_of(r) for r in llm.requests)
         assert second.stop() == 0, second.output()
     assert_each_done_once(home, ids)
-    # Every task was asked for once, but the one on the killed worker twice.
+    # Every task was asked for, the one on the killed worker twice. (Another may have been asked
+    # twice too, if a loaded machine was late with a heartbeat: the effect counted once above.)
     assert set(asked) == {f"draw box {i}" for i in ids}
-    assert sum(asked.values()) == count + 1, {k: v for k, v in asked.items() if v > 1}
     assert asked[f"draw box {slow}"] == 2  # asked by the killed worker, then by the one its job went to
     assert "picked up after" in log_text(home)
     finisher = next(w for task, _, _, w in dispatched(home) if task == slow)

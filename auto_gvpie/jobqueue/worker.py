@@ -53,7 +53,9 @@ _context: _Context | None = None
 
 class _Worker(Worker):
     """RQ's forking worker, with the registry's hold on a running job renewed every heartbeat and
-    lost three heartbeats after the worker dies (RQ's own margin is a fixed 60 s on top)."""
+    lost three heartbeats after the worker dies (RQ's own margin is a fixed 60 s on top). At least
+    10 s of slack: a busy machine can be late with a beat, and a hold that lapses while the job
+    still runs has it run a second time (harmless in effect, but the LLM's time twice)."""
 
     def __init__(self, *args, heartbeat: int, **kwargs):
         self.gvpie_heartbeat = heartbeat
@@ -61,7 +63,7 @@ class _Worker(Worker):
         super().__init__(*args, job_monitoring_interval=heartbeat, **kwargs)
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
-        return 3 * self.gvpie_heartbeat
+        return max(3 * self.gvpie_heartbeat, self.gvpie_heartbeat + 10)
 
     def request_stop(self, signum, frame):
         self.gvpie_stop = True
