@@ -212,7 +212,7 @@ def main() -> None:
     body = f"""
 Machine: {machine()}, shared with other work. Date: {date.today().isoformat()}.
 Command: `.venv/bin/python bench/queue_bench.py --tasks {args.tasks} --runs {args.runs} --delay {args.delay:g} --pickups {args.pickups}`
-(redis-server {subprocess.run([redis_server, '--version'], capture_output=True, text=True).stdout.split()[2]},
+(redis-server {subprocess.run([redis_server, '--version'], capture_output=True, text=True).stdout.split()[2].removeprefix('v=')},
 loopback LLM answering every request after {args.delay:g} s, memory off, pixel tasks, all processes on this machine).
 
 **Throughput**, {args.tasks} tasks written at once, write → last done, median of {args.runs} runs
