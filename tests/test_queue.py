@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -111,9 +112,10 @@ class Proc:
 def procs(tmp_path):
     started: list[Proc] = []
 
-    def dispatcher(home: Path, repo: Path, url: str, *args: str, env: dict | None = None) -> Proc:
+    def dispatcher(home: Path, repo: Path, url: str, *args: str, env: dict | None = None, memory: bool = False) -> Proc:
         started.append(Proc(tmp_path / f"dispatcher-{len(started)}.out", "--daemon", "--queue", url, "--home", str(home),
-                            "--repo", str(repo), "--no-memory", "--interval", "1", *args, env=env))
+                            "--repo", str(repo), *([] if memory else ["--no-memory"]), "--interval", "1", *args,
+                            env=env))
         return started[-1]
 
     def worker(url: str, llm_url: str, name: str, *args: str) -> Proc:
@@ -194,7 +196,9 @@ def many_tasks_across_faults(tmp_path, redis_server, procs, count: int) -> None:
         wait_for(lambda: sum(s.status == "done" for s in states(home).values()) >= count // 3, 180, "a third done")
         os.kill(first.pid, signal.SIGKILL)
         first.proc.wait(timeout=10)
+        done_before = {i for i, s in states(home).items() if s.status == "done"}
         time.sleep(1.0)  # workers go on with the queue meanwhile
+        restarted_at = time.time()
         second = dispatcher(home, repo, redis_server.url)
         wait_for(lambda: done(home, *ids) or second.proc.poll() is not None, 60 + count * 1.5, f"all {count} done")
         assert second.proc.poll() is None, second.output()
@@ -207,6 +211,12 @@ def many_tasks_across_faults(tmp_path, redis_server, procs, count: int) -> None:
     assert set(asked) == {f"draw box {i}" for i in ids}
     assert asked[f"draw box {slow}"] == 2  # asked by the killed worker, then by the one its job went to
     assert "picked up after" in log_text(home)
+    # Jobs that ran while no dispatcher was up: their results were taken by the second one.
+    db = sqlite3.connect(f"file:{home / '.gvpie' / 'state.db'}?mode=ro", uri=True)
+    meanwhile = [t for t, picked in db.execute("SELECT task_id, picked_up FROM dispatches WHERE state='applied'")
+                 if picked < restarted_at and t not in done_before]
+    db.close()
+    assert meanwhile
     finisher = next(w for task, _, _, w in dispatched(home) if task == slow)
     assert not finisher.endswith(f"-{victim.pid}")
 
@@ -221,23 +231,35 @@ def test_200_tasks_done_exactly_once_across_a_killed_worker_and_a_killed_dispatc
 
 
 def test_a_code_task_through_a_bare_repository_patches_the_users_checkout(tmp_path, repo, home, redis_server, procs):
+    from conftest import WRONG
     dispatcher, worker = procs
     bare = tmp_path / "shared.git"
     git(tmp_path, "init", "-q", "--bare", str(bare))
     write_tasks(home, [FIX_TASK])
-    with LLMServer([FIX]) as llm:
-        d = dispatcher(home, repo, redis_server.url, env={"GVPIE_QUEUE_GIT": str(bare)})
+    with LLMServer([Reply(content=WRONG, delay=3), FIX]) as llm:  # the first attempt fails its test
+        # Memory on: the dispatcher writes the LanceDB rows the worker's attempts produced.
+        d = dispatcher(home, repo, redis_server.url, env={"GVPIE_QUEUE_GIT": str(bare)}, memory=True)
         w = worker(redis_server.url, llm.url, "code")
-        wait_for(lambda: done(home, "fix-add") or d.proc.poll() is not None, 90, "the code task")
-        status = run_cli("--home", str(home), "--status", env={"GVPIE_MEMORY": "0"})
+        wait_for(lambda: llm.requests or d.proc.poll() is not None, 120, "the first LLM request")
+        running = run_cli("--home", str(home), "--status", env={"GVPIE_MEMORY": "0"})
+        wait_for(lambda: done(home, "fix-add") or d.proc.poll() is not None, 120, "the code task")
         assert d.stop() == 0, d.output()
+        status = run_cli("--home", str(home), "--status")
         assert w.stop() == 0, w.output()
+    assert "daemon task: fix-add: running on " in running.stdout, running.stdout
+    assert re.search(r"worker: \S+ on \S+ \(pid \d+\), LLM http://127\.0\.0\.1:\d+/v1: running fix-add: Fix add",
+                     running.stdout), running.stdout
+    assert "memory: 1 tasks, 3 runs" in status.stdout, status.stdout  # two attempts and the patch
+    assert states(home)["fix-add"].attempts == 2
+    assert runs(home) == Counter({"fix-add": 2})
+    assert "expected 5" in (home / "artifacts" / "fix-add.attempt-1.json").read_text() or \
+        "assert" in (home / "artifacts" / "fix-add.attempt-1.json").read_text()
     assert "a + b" in (repo / "calc.py").read_text()  # the dispatcher applied the patch
     assert (home / "artifacts" / "fix-add.patch").read_text().count("+    return a + b") == 1
     head = git(repo, "rev-parse", "HEAD").strip()
     assert git(bare, "rev-parse", f"refs/gvpie/bases/{head}").strip() == head  # the worker fetched it there
-    assert f"queue: {redis_server.url}" in status.stdout and "worker:" in status.stdout, status.stdout
-    assert not (tmp_path / "worker-code" / ".gvpie" / "worker" / "jobs" / "fix-add").exists()
+    assert f"queue: {redis_server.url}" in running.stdout
+    assert list((tmp_path / "worker-code" / ".gvpie" / "worker" / "jobs").iterdir()) == []  # the job home is gone
 
 
 def test_a_worker_of_another_protocol_is_refused_with_a_clear_message(tmp_path, redis_server, procs):

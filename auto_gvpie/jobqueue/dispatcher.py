@@ -48,6 +48,7 @@ class Dispatcher(Daemon):
         self._published: dict[str, str] = {}  # base commit -> the git URL workers fetch it from
         self._redis_down = False
         self._cleaned_at = 0.0
+        self._stages: dict[str, str] = {}  # task id -> the stage last written for --status
 
     # -- the supervisor's part ----------------------------------------------------------------
 
@@ -87,12 +88,17 @@ class Dispatcher(Daemon):
                 self._ready += 1
                 self._cond.notify_all()
             log.info("dispatching to %s (queue %s)", self.url, queue.name)
-            seen = None
+            seen = None  # the generation of work (file change, re-scan) last dispatched
             while not self._stopping.is_set():
                 try:
-                    turn.collect()
-                    if not self._stopping.is_set():
+                    generation = self._generation
+                    # The inbox is read when it changed, at a re-scan, when a result settled a task
+                    # (a dependent may be ready) or a task's wait after a release is over.
+                    settled = turn.collect()
+                    due = any(t <= time.monotonic() for t in self._cooldown.values())
+                    if not self._stopping.is_set() and (settled or due or generation != seen):
                         turn.dispatch()
+                        seen = generation
                     if self._redis_down:
                         log.info("Redis reachable again")
                         self._redis_down = False
@@ -110,7 +116,6 @@ class Dispatcher(Daemon):
                 with self._cond:
                     if self._generation == seen and not self._stopping.is_set():
                         self._cond.wait(POLL_S)
-                    seen = self._generation
             waiting = len(ledger.open())
             if waiting:
                 log.info("stopped enqueuing; %d job(s) still on the queue: their results are taken at the next start",
@@ -131,7 +136,8 @@ class _Turn:
 
     # -- results --------------------------------------------------------------------------------
 
-    def collect(self) -> None:
+    def collect(self) -> bool:
+        """Take the results that came back; True when a task was settled or handed back."""
         from rq.job import Job, JobStatus
 
         now = time.monotonic()
@@ -142,25 +148,46 @@ class _Turn:
             self.d._cleaned_at = now
         rows = self.ledger.open()
         if not rows:
-            return
+            return False
+        settled = False
         jobs = Job.fetch_many([r.job_id for r in rows], connection=self.conn, serializer=self.queue.serializer)
         for row, job in zip(rows, jobs):
             if job is None:
-                if row.state == QUEUED:
+                state = self.store.get(row.task_id)
+                if row.state == QUEUED and state is not None and state.lease_owner == owner_of(row.job_id):
                     log.warning("job %s of %s is gone from Redis; enqueued again", row.job_id, row.task_id)
                     self._enqueue(row.spec)
-                else:  # applied in part before a crash, and the result has gone: settle from the store
+                elif state is not None and state.lease_owner == owner_of(row.job_id):
+                    # Applied in part before a crash, and the result has expired since: run it again.
+                    log.warning("result of %s for %s is gone from Redis; the task goes back to pending",
+                                row.job_id, row.task_id)
+                    self.store.release(row.task_id, owner_of(row.job_id), "its result was lost")
+                    self.ledger.set(row.job_id, STALE)
+                    settled = True
+                else:
                     self.ledger.set(row.job_id, STALE)
                 continue
             status = job.get_status(refresh=False)
+            if status == JobStatus.STARTED and row.state == QUEUED:
+                self._running(row, job.worker_name)
             if status == JobStatus.FINISHED:
                 self._apply(row, JobResult.from_json(job.return_value()))
                 _forget(job)
+                settled = True
             elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                 result = job.latest_result()
                 why = (result.exc_string or "").strip().splitlines()[-1:] if result else []
                 self._job_failed(row, why[0] if why else str(status))
                 _forget(job)
+                settled = True
+        return settled
+
+    def _running(self, row: Dispatch, worker: str | None) -> None:
+        """What --status shows for a dispatched task: which worker runs it (written when it changes)."""
+        stage = f"running on {worker}" if worker else "running on a worker"
+        if self.d._stages.get(row.task_id) != stage:
+            self.store.heartbeat(row.task_id, owner_of(row.job_id), stage)
+            self.d._stages[row.task_id] = stage
 
     def _apply(self, row: Dispatch, result: JobResult) -> None:
         """A job's result into the home, once: the ledger row leaves `queued` first, so a second
@@ -249,7 +276,9 @@ class _Turn:
         for outcome in settled:
             self.d._report(outcome)
         now = time.monotonic()
-        ready = [t for t in ready if self.d._cooldown.get(t.id, 0) <= now]
+        for task_id in [t for t, until in self.d._cooldown.items() if until <= now]:
+            del self.d._cooldown[task_id]
+        ready = [t for t in ready if t.id not in self.d._cooldown]
         if not ready:
             return
         try:

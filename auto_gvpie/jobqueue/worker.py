@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import fcntl
 import logging
 import os
 import shutil
@@ -29,7 +30,7 @@ from rq.serializers import JSONSerializer
 from auto_gvpie.config import Settings
 from auto_gvpie.engine import Engine, Stopped
 from auto_gvpie.llm import LLMUnreachable
-from auto_gvpie.jobqueue import PROTOCOL, ProtocolMismatch, broker
+from auto_gvpie.jobqueue import PROTOCOL, ProtocolMismatch, QueueError, broker
 from auto_gvpie.jobqueue.job import TASK_SETTINGS, JobResult, JobSpec, encode, record_to_json, task_from_json
 from auto_gvpie.jobqueue.recorder import RecordingMemory
 from auto_gvpie.state import StateStore
@@ -118,8 +119,7 @@ def serve(settings: Settings, url: str, on_started: Callable[[str], None] | None
     broker.ping(conn, url)
     broker.check_protocol(conn, url)
     name = f"{socket.gethostname()}-{os.getpid()}"
-    scratch = settings.state_dir / "worker"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = _scratch(settings.state_dir)
     _context = _Context(settings, name, scratch)
     beats = _Beats(url, name, settings)
     beats.start()
@@ -147,6 +147,26 @@ def serve(settings: Settings, url: str, on_started: Callable[[str], None] | None
         beats.stop.set()
         beats.join(timeout=5)
         log.info("worker %s stopped", name)
+
+
+def _scratch(state_dir: Path) -> Path:
+    """This worker's scratch directory (its clone, its job homes), kept between runs so the clone is
+    only brought up to date; several workers sharing a home each lock one of their own."""
+    for n in range(1, 1000):
+        path = state_dir / ("worker" if n == 1 else f"worker-{n}")
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _held.append(fd)  # held until this process ends
+        return path
+    raise QueueError(f"no free worker directory under {state_dir}")
+
+
+_held: list[int] = []
 
 
 def _wait_for_redis(conn) -> None:
