@@ -245,7 +245,7 @@ def test_a_code_task_through_a_bare_repository_patches_the_users_checkout(tmp_pa
         wait_for(lambda: done(home, "fix-add") or d.proc.poll() is not None, 120, "the code task")
         assert d.stop() == 0, d.output()
         status = run_cli("--home", str(home), "--status")
-        assert w.stop() == 0, w.output()
+        assert w.stop(timeout=15) == 0, w.output()
     assert "daemon task: fix-add: running on " in running.stdout, running.stdout
     assert re.search(r"worker: \S+ on \S+ \(pid \d+\), LLM http://127\.0\.0\.1:\d+/v1: running fix-add: Fix add",
                      running.stdout), running.stdout

@@ -49,12 +49,20 @@ class Dispatcher(Daemon):
         self._redis_down = False
         self._cleaned_at = 0.0
         self._stages: dict[str, str] = {}  # task id -> the stage last written for --status
+        self._adopted = False
 
     # -- the supervisor's part ----------------------------------------------------------------
 
     def _housekeeping(self, store: StateStore) -> None:
-        """Take back the tasks this home handed to workers before stale leases are recovered; a
-        claim that never reached the ledger (a crash in between) goes back to pending."""
+        """At the first housekeeping (before any dispatching), take back the tasks this home handed
+        to workers before stale leases are recovered; a claim without a ledger row (a state.db from
+        a crash of another order of steps) goes back to pending."""
+        if not self._adopted:
+            self._adopt(store)
+            self._adopted = True
+        super()._housekeeping(store)
+
+    def _adopt(self, store: StateStore) -> None:
         ledger = Ledger(self.settings.state_dir)
         try:
             open_jobs = {d.job_id for d in ledger.open()}
@@ -64,7 +72,6 @@ class Dispatcher(Daemon):
                     log.warning("released %s: its dispatch was never recorded", task_id)
         finally:
             ledger.close()
-        super()._housekeeping(store)
 
     # -- the dispatch loop (the one worker thread) ----------------------------------------------
 
@@ -239,7 +246,9 @@ class _Turn:
                                     result.attempts, result.error)
         else:
             store.release(task.id, owner, result.error)
-            self.d._cooldown[task.id] = time.monotonic() + self.settings.interval
+            # A worker's LLM that stays down is asked less and less often (up to 16 intervals apart).
+            backoff = min(2 ** max(0, self.ledger.rounds(task.id) - 1), 16)
+            self.d._cooldown[task.id] = time.monotonic() + self.settings.interval * backoff
         self.memory.flush()
         self.ledger.set(row.job_id, APPLIED)
         picked = f", picked up after {result.started_at - row.created:.2f} s" if result.started_at else ""
@@ -294,13 +303,16 @@ class _Turn:
                 return
             round_ = self.ledger.next_round(task.id)
             job = make_job_id(task.id, round_)
-            if not self.store.claim(task.id, owner_of(job)):
-                continue
-            attempts = self.store.get(task.id).attempts or 0
+            state = self.store.get(task.id)
             spec = JobSpec(job, round_, task_to_json(task), base, git_url,
-                           self.memory.recall(task.id, task.title, task.description, task.kind), attempts,
-                           {k: getattr(self.settings, k) for k in TASK_SETTINGS})
+                           self.memory.recall(task.id, task.title, task.description, task.kind),
+                           (state.attempts if state else 0) or 0, {k: getattr(self.settings, k) for k in TASK_SETTINGS})
+            # The ledger row first, then the claim, then the job: a crash anywhere in between leaves
+            # a row the next start settles (no job and no claim: stale; a claim: enqueued again).
             self.ledger.add(job, task.id, round_, dataclasses.asdict(spec))
+            if not self.store.claim(task.id, owner_of(job)):
+                self.ledger.set(job, STALE)
+                continue
             self._enqueue(dataclasses.asdict(spec))
             self.store.heartbeat(task.id, owner_of(job), "queued")
             log.info("queued %s (round %d) as job %s", task.id, round_, job)

@@ -66,6 +66,14 @@ class _Worker(Worker):
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         return max(3 * self.gvpie_heartbeat, self.gvpie_heartbeat + 10)
 
+    def subscribe(self):
+        """RQ's command channel, polled every second instead of every 60: a stop joins this thread,
+        and waited out its whole poll."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=1, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
+
     def request_stop(self, signum, frame):
         self.gvpie_stop = True
         log.info("stop requested (%s): finishing the running job, taking no new one", signal.Signals(signum).name)
