@@ -209,6 +209,15 @@ def main() -> None:
         values = sorted(values)
         return f"{statistics.median(values) * 1000:.0f} ms | {values[int(0.95 * (len(values) - 1))] * 1000:.0f} ms"
 
+    q1, d1 = medians["queue, 1 worker"], base
+    overhead = max(0.0, 1 / q1 - 1 / d1)
+    reading = (f"Reading: each queued task costs about {overhead * 1000:.0f} ms more than a local one (the fork of a "
+               "job, the git fetch and checkout of the base commit, the engine's set-up, the result's way back), "
+               f"so one worker does {q1 / d1:.2f}× the daemon's rate; workers add up, each with its own LLM server "
+               f"({medians['queue, 4 workers'] / q1:.2f}× for 4 workers over 1 here, all on this 2-core machine). "
+               "`--workers 4` on one machine does as well when one LLM server can answer 4 requests at once "
+               "(this loopback one can); the queue is for the case it is meant for, several machines each with "
+               "its own server, which no single daemon can use.")
     body = f"""
 Machine: {machine()}, shared with other work. Date: {date.today().isoformat()}.
 Command: `.venv/bin/python bench/queue_bench.py --tasks {args.tasks} --runs {args.runs} --delay {args.delay:g} --pickups {args.pickups}`
@@ -229,6 +238,8 @@ kept busy all the time.
 |---|---|---|
 | append to the task file → job starts on the worker | {ms(a2s)} |
 | enqueue → job starts on the worker (Redis + RQ's fork) | {ms(e2s)} |
+
+{reading}
 """
     print(body)
     if not args.no_write:
