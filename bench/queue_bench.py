@@ -215,8 +215,8 @@ def main() -> None:
                "job, the git fetch and checkout of the base commit, the engine's set-up, the result's way back), "
                f"so one worker does {q1 / d1:.2f}× the daemon's rate; workers add up, each with its own LLM server "
                f"({medians['queue, 4 workers'] / q1:.2f}× for 4 workers over 1 here, all on this 2-core machine). "
-               "`--workers 4` on one machine does as well when one LLM server can answer 4 requests at once "
-               "(this loopback one can); the queue is for the case it is meant for, several machines each with "
+               "`--workers 4` on one machine does better when one LLM server can answer 4 requests at once "
+               "(this loopback one can), having no per-task queue cost; the queue is for the case it is meant for, several machines each with "
                "its own server, which no single daemon can use.")
     body = f"""
 Machine: {machine()}, shared with other work. Date: {date.today().isoformat()}.
