@@ -48,6 +48,23 @@ class Settings:
     # track — a `_version.py`, a `.env` — copied into each worktree.
     setup: str = ""
     copy_ignored: tuple[str, ...] = ()
+    # The judge (judge.py): a review of each result that passed its real check, by the worker's
+    # model unless a judge server or model is named; below the threshold it goes round again.
+    judge: bool = False
+    judge_url: str = ""
+    judge_model: str | None = None
+    judge_threshold: int = 8
+    # The architect (architect.py): with nothing pending, propose one task toward `goal` or the next
+    # unfinished milestone of `roadmap` (a Markdown checklist); `max_iterations` 0 means no limit.
+    # A proposed code task's tests must start with one of `test_runners` (the user's allow-list).
+    goal: str = ""
+    roadmap: Path | None = None
+    max_iterations: int = 0
+    test_runners: tuple[str, ...] = ("pytest", "python -m pytest", "python3 -m pytest", "python -m unittest",
+                                     "python3 -m unittest", "cargo test")
+    # The dashboard's access token (--serve): required, and then asked of every request, when it
+    # listens on an address other than loopback.
+    token: str = ""
     # Several machines (auto_gvpie/jobqueue): the Redis queue (`--queue`), the git URL workers fetch the
     # repository from (empty: the repository's own path, for workers that can see it), how long one
     # job may run, and how often a worker says it is alive (a silent worker's job is handed on).
@@ -71,7 +88,7 @@ _CHOICES = {
     "apply": ("checkout", "branch", "none"),
     "sandbox": ("auto", "on", "off"),
 }
-_PATH_KEYS = ("home", "tasks_file", "repo", "model_cache")
+_PATH_KEYS = ("home", "tasks_file", "repo", "model_cache", "roadmap")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -164,7 +181,12 @@ def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     merged["home"] = home
     merged["tasks_file"] = Path(merged.get("tasks_file") or home / "auto_tasks.json")
     merged["repo"] = Path(merged.get("repo") or home)
-    for key in ("tasks_file", "repo"):
-        if not merged[key].is_absolute():
+    for key in ("tasks_file", "repo", "roadmap"):
+        if merged.get(key) is not None and not merged[key].is_absolute():
             merged[key] = (home / merged[key]).resolve() if key not in cli else merged[key].resolve()
+    if merged.get("max_iterations", 0) < 0:
+        raise ConfigError(f"max_iterations: must be 0 (no limit) or more (got {merged['max_iterations']})")
+    threshold = merged.get("judge_threshold", 8)
+    if not 0 <= threshold <= 10:
+        raise ConfigError(f"judge_threshold: expected a score from 0 to 10 (got {threshold})")
     return Settings(**merged)

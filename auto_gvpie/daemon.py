@@ -185,6 +185,10 @@ class Daemon:
         self._fatal: Exception | None = None  # a worker could not go on (e.g. the embedded model is missing)
         self._live = 0  # workers not yet finished; counted here because is_alive() lags a finished thread
         self._ready = 0  # workers that have set up their engine
+        self._proposer: str | None = None  # the worker that runs the architect when idle
+        self._proposals = 0
+        self._last_proposal = float("-inf")
+        self._proposals_stopped = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -214,6 +218,7 @@ class Daemon:
                 for n in range(1, settings.workers + 1):
                     owner = f"daemon-{record.pid}-w{n}-{uuid.uuid4().hex[:6]}"
                     self.owners.add(owner)
+                    self._proposer = self._proposer or owner
                     workers.append(threading.Thread(target=self._work, args=(owner,), name=f"gvpie-worker-{n}",
                                                     daemon=True))
                 self._live = len(workers)
@@ -377,6 +382,8 @@ class Daemon:
     def _serve(self, owner: str) -> None:
         engine = Engine.open(self.settings, owner, progress=self.progress, should_stop=self._stopping.is_set,
                              on_outcome=self._report)
+        # One worker proposes (the first), so that two idle workers never propose at once.
+        architect = self._architect(engine) if owner == self._proposer else None
         try:
             with self._cond:
                 self._ready += 1
@@ -384,7 +391,7 @@ class Daemon:
             seen: int | None = None
             while (work := self._take_work(seen)) is not None:
                 seen, reason = work
-                self._drain(engine, reason)
+                self._drain(engine, reason, architect)
         finally:
             engine.close()
 
@@ -401,11 +408,22 @@ class Daemon:
                     self._cond.wait()
         return None
 
-    def _drain(self, engine: Engine, reason: str) -> None:
+    def _architect(self, engine: Engine):
+        if not (self.settings.goal or self.settings.roadmap):
+            return None
+        from auto_gvpie.architect import Architect
+        return Architect(self.settings, engine.llm, engine.sandbox)
+
+    def _drain(self, engine: Engine, reason: str, architect=None) -> None:
         if reason != "re-scan":  # a re-scan that finds nothing is not worth a line every interval
             log.info("woke (%s)", reason)
         try:
             outcomes = run_pending(engine)
+            if architect is not None:
+                if outcomes:
+                    architect.settle(engine.store)
+                else:
+                    self._propose(architect, engine)
         except Stopped:
             return
         except LLMUnreachable as exc:
@@ -438,6 +456,21 @@ class Daemon:
                 self._report(outcome)
         if outcomes and reason == "re-scan":
             log.info("re-scan: %d task(s) processed", len(outcomes))
+
+    def _propose(self, architect, engine: Engine) -> None:
+        """Idle: one architect step, at most one per interval and `max_iterations` in all. A queued
+        task is an append to the task file, which wakes the workers like any other."""
+        limit = self.settings.max_iterations
+        if self._proposals_stopped or (limit and self._proposals >= limit):
+            return
+        if time.monotonic() - self._last_proposal < self.settings.interval:
+            return
+        self._last_proposal = time.monotonic()
+        self._proposals += 1
+        step = architect.step(engine.store)
+        if step.action in ("stopped", "done"):
+            log.warning("%s", step.line())
+            self._proposals_stopped = True
 
     def _report(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)

@@ -7,17 +7,19 @@ attempts work, what the model is asked, what an answer becomes) is behind `TaskK
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from auto_gvpie import prompts
 from auto_gvpie.config import Settings
 from auto_gvpie.inbox import Inbox, Status, Task, runnable
+from auto_gvpie.judge import Judge, Verdict, open_judge
 from auto_gvpie.kinds import AttemptResult, Job, Stopped, TaskKind, kind_for
 from auto_gvpie.llm import LLM, BadAnswer, LLMUnreachable, open_llm
-from auto_gvpie.records import write_attempt_file
+from auto_gvpie.records import clip_middle, write_attempt_file
 from auto_gvpie.runner import CommandResult, run_command
 from auto_gvpie.sandbox import Sandbox, open_sandbox
 from auto_gvpie.state import AttemptRecord, LeaseKeeper, StateStore
@@ -29,13 +31,14 @@ if TYPE_CHECKING:  # the engine is handed a Memory; importing LanceDB is the cal
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, str], None]  # task id, attempt, stage text
+TOKENS_STORED_S = 1.0  # how often the token count of a streaming answer is written to the state store
 __all__ = ["Engine", "Outcome", "Stopped", "run_pending", "settle"]
 
 
 @dataclass
 class Outcome:
     task_id: str
-    status: str  # done | failed | pending (released)
+    status: str  # done | failed | cancelled | pending (released)
     attempts: int
     artifacts: list[str] = field(default_factory=list)
     error: str | None = None
@@ -49,7 +52,8 @@ class Outcome:
 class Engine:
     def __init__(self, settings: Settings, store: StateStore, llm: LLM, memory: Memory, owner: str,
                  progress: ProgressFn | None = None, should_stop: Callable[[], bool] = lambda: False,
-                 on_outcome: Callable[[Outcome], None] = lambda outcome: None, sandbox: Sandbox | None = None):
+                 on_outcome: Callable[[Outcome], None] = lambda outcome: None, sandbox: Sandbox | None = None,
+                 judge: Judge | None = None):
         self.settings = settings
         self.store = store
         self.llm = llm
@@ -59,7 +63,9 @@ class Engine:
         self.should_stop = should_stop
         self.on_outcome = on_outcome  # told as each task ends, even if the drain is cut short later
         self.sandbox = sandbox or open_sandbox("off")
+        self.judge = judge
         self.inbox = Inbox(settings.tasks_file)  # kept, so each re-read parses only what was appended
+        self._cancelled = threading.Event()  # the running task's cancel request, set by its LeaseKeeper
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -75,7 +81,8 @@ class Engine:
         if memory is None:
             from auto_gvpie.memory import Memory  # LanceDB is heavy; --status never needs it
             memory = Memory(settings.home, enabled=settings.memory)
-        return cls(settings, store, llm, memory, owner, progress, should_stop, on_outcome, sandbox)
+        return cls(settings, store, llm, memory, owner, progress, should_stop, on_outcome, sandbox,
+                   open_judge(settings, llm))
 
     def close(self) -> None:
         self.memory.close()
@@ -92,14 +99,20 @@ class Engine:
         job = Job(task, self.settings, self.llm, lambda number, stage: self._stage(task, number, stage),
                   lambda commands, number, stage: self._run(job, commands, number, stage))
         first = (self.store.get(task.id).attempts or 0) + 1
+        self._cancelled = threading.Event()
         try:
-            with LeaseKeeper(self.settings.state_dir, task.id, self.owner), kind.workspace(job):
+            with LeaseKeeper(self.settings.state_dir, task.id, self.owner, cancelled=self._cancelled), \
+                    kind.workspace(job):
                 outcome = self._attempts(job, kind, first)
         except (LLMUnreachable, WorkspaceError, Stopped, KeyboardInterrupt) as exc:
-            # Not the task's fault: it waits for the server, the repository or the next start.
-            self.store.release(task.id, self.owner, str(exc) if isinstance(exc, WorkspaceError) else None)
-            log.info("released %s back to pending: %s", task.id, type(exc).__name__)
-            raise
+            if not (isinstance(exc, Stopped) and self._cancelled.is_set()):
+                # Not the task's fault: it waits for the server, the repository or the next start.
+                self.store.release(task.id, self.owner, str(exc) if isinstance(exc, WorkspaceError) else None)
+                log.info("released %s back to pending: %s", task.id, type(exc).__name__)
+                raise
+            # Cancelled by the user (--cancel, the dashboard); the worktree went with the block above.
+            outcome = Outcome(task.id, Status.CANCELLED, self.store.get(task.id).attempts or 0,
+                              self._artifacts(task), "cancelled by the user")
         except Exception as exc:
             # A bug must not leave the task claimed forever.
             log.exception("task %s crashed", task.id)
@@ -116,24 +129,61 @@ class Engine:
     def _attempts(self, job: Job, kind: TaskKind, first: int) -> Outcome:
         task = job.task
         last_error = "no attempts left" if first > task.max_attempts else None
+        kept: _Kept | None = None  # the best result that passed its checks but not the judge
         for number in range(first, task.max_attempts + 1):
-            if self.should_stop():
+            if self._stopping():
                 raise Stopped()
             started = time.monotonic()
             recall = self.memory.recall(task.id, task.title, task.description, task.kind)
             prompt = kind.prompt(job, recall)
             self.store.annotate(task.id, prompt.warnings, kind.notes())
             result, llm_seconds = self._answer(job, kind, number, prompt)
+            verdict = self._review(job, kind, number, result)
+            if verdict is not None and not verdict.passes:
+                if kept is None or verdict.score > kept.verdict.score:
+                    kept = _Kept(number, result, verdict, kind.snapshot(job))
+                result = replace(result, outcome="judge_rejected", feedback=verdict.feedback(),
+                                 summary=f"passed its checks; {verdict.line()}")
+            elif verdict is not None:
+                result = replace(result, feedback=verdict.line())
             job.latest_tests = result.tests or job.latest_tests
-            self._record(job, number, result, prompt, kind.details(), llm_seconds, time.monotonic() - started)
+            self._record(job, number, result, prompt, kind.details(), llm_seconds, time.monotonic() - started,
+                         verdict)
             if result.outcome == "passed":
-                delivery = kind.deliver(job, number, result)
-                if delivery.record is not None:
-                    self.memory.remember(delivery.record)
-                return Outcome(task.id, Status.DONE, number, self._artifacts(task), None, delivery.note)
+                return self._deliver(job, kind, number, result, verdict)
             last_error = result.summary or result.outcome
             job.history.append(prompts.Attempt(number, result.answer, result.outcome, result.feedback))
+        if kept is not None:
+            # No attempt satisfied the judge: the best of those that passed the real check is kept.
+            kind.reset(job, kept.snapshot)
+            return self._deliver(job, kind, kept.number, kept.result, kept.verdict,
+                                 attempts=max(task.max_attempts, first - 1))
         return Outcome(task.id, Status.FAILED, max(task.max_attempts, first - 1), self._artifacts(task), last_error)
+
+    def _review(self, job: Job, kind: TaskKind, number: int, result: AttemptResult) -> Verdict | None:
+        """The judge's verdict on a result that passed its checks (None: no judge, or not passed)."""
+        if self.judge is None or result.outcome != "passed":
+            return None
+        self._stage(job.task, number, f"judge reviewing ({self.judge.llm.model})")
+        verdict = self.judge.review(job.task, kind.work(job, result))
+        if verdict is not None:
+            log.info("attempt %d of %s: %s", number, job.task.id, verdict.line())
+        return verdict
+
+    def _deliver(self, job: Job, kind: TaskKind, number: int, result: AttemptResult, verdict: Verdict | None,
+                 attempts: int | None = None) -> Outcome:
+        task = job.task
+        delivery = kind.deliver(job, number, result)
+        if delivery.record is not None:
+            self.memory.remember(delivery.record)
+        note = delivery.note
+        if verdict is not None:
+            line = verdict.line() if verdict.passes else (
+                f"{verdict.line()} (below {verdict.threshold}: kept attempt {number}, the best that passed its checks)")
+            self.store.score(task.id, verdict.score, line)
+            if not verdict.passes:
+                note = line + (f"; {note}" if note else "")
+        return Outcome(task.id, Status.DONE, attempts or number, self._artifacts(task), None, note)
 
     def _answer(self, job: Job, kind: TaskKind, number: int, prompt: prompts.Prompt) -> tuple[AttemptResult, float]:
         """Ask for up to `samples` answers; each distinct one is tried on the same tree; the first that
@@ -199,12 +249,19 @@ class Engine:
         `report`: show progress (only the engine's own thread touches the state store)."""
         task = job.task
         tokens = 0
+        stored = time.monotonic()
 
         def on_token(_: str) -> None:
-            nonlocal tokens
+            nonlocal tokens, stored
+            if self._cancelled.is_set():
+                raise Stopped()  # ends the stream; the connection is closed on the way out
             tokens += 1
             if report and tokens % 8 == 1:
                 self.progress(task.id, number, f"LLM answering ({tokens} tokens)")
+                if time.monotonic() - stored >= TOKENS_STORED_S:
+                    # The dashboard reads the count from the store; once a second is plenty.
+                    stored = time.monotonic()
+                    self.store.heartbeat(task.id, self.owner, f"LLM answering ({tokens} tokens)")
 
         if report:
             self._stage(task, number, f"asking {self.llm.model}" + (f" (sample {sample + 1})" if sample else ""))
@@ -232,11 +289,11 @@ class Engine:
         for command in commands:
             self._stage(job.task, number, f"{stage}: {command}")
             results.append(run_command(command, job.worktree.path, job.task.test_timeout or self.settings.test_timeout,
-                                       should_stop=self.should_stop, sandbox=self.sandbox))
+                                       should_stop=self._stopping, sandbox=self.sandbox))
         return results
 
     def _record(self, job: Job, number: int, result: AttemptResult, prompt: prompts.Prompt, details: dict,
-                llm_s: float, total_s: float) -> None:
+                llm_s: float, total_s: float, verdict: Verdict | None) -> None:
         """Every attempt leaves a file under artifacts/, a row in the state store and a memory row."""
         task = job.task
         path = self.settings.artifacts_dir / f"{task.id}.attempt-{number}.json"
@@ -248,8 +305,10 @@ class Engine:
             error_lines=tuple(_key_lines(result.feedback)), llm_seconds=llm_s,
             test_seconds=sum(t.duration_s for t in result.tests), total_seconds=total_s,
             artifact_kind=result.artifact_kind or "answer", artifact_path=result.artifact_path or str(path))
+        judged = {"judge": {"score": verdict.score, "reasons": list(verdict.reasons)}} if verdict else {}
         write_attempt_file(path, record, result.tests, {"warnings": prompt.warnings, "excerpts": prompt.excerpts,
-                                                        "prompt_tokens": prompt.tokens, **details})
+                                                        "prompt_tokens": prompt.tokens, "diff": clip_middle(result.diff),
+                                                        **judged, **details})
         self.store.record_attempt(record)
         self.memory.remember(record)
 
@@ -259,8 +318,22 @@ class Engine:
         return [str(self.settings.artifacts_dir / n) for n in names]
 
     def _stage(self, task: Task, number: int, stage: str) -> None:
+        if self._cancelled.is_set():
+            raise Stopped()  # between steps: a cancelled task goes no further
         self.store.heartbeat(task.id, self.owner, stage)
         self.progress(task.id, number, stage)
+
+    def _stopping(self) -> bool:
+        """A stop (the process is asked to end) or a cancel of the running task."""
+        return self.should_stop() or self._cancelled.is_set()
+
+
+@dataclass
+class _Kept:
+    number: int
+    result: AttemptResult
+    verdict: Verdict
+    snapshot: object  # the workspace as that attempt left it (kind.snapshot)
 
 
 def _promise(result: AttemptResult) -> tuple[int, int]:

@@ -41,7 +41,7 @@ class Status(StrEnum):
 FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
 KINDS = ("code", "pixel")
 _FIELDS = {"id", "title", "kind", "description", "inputs", "tests", "status", "priority",
-           "depends_on", "max_attempts", "test_timeout"}
+           "depends_on", "max_attempts", "test_timeout", "source", "tags"}
 # Word sets rather than one big regex: a 2 KB description is checked in microseconds.
 _PIXEL_WORDS = frozenset(
     "pixel pixels visual screen icon draw draws drawing render renders rendering image picture sprite canvas logo "
@@ -72,6 +72,8 @@ class Task:
     position: int = 0  # order in the file
     line: int = 0
     title_key: str | None = None  # set when the id is derived from the title (no "id" in the file)
+    source: str = "user"  # who queued it: "user", or "architect" for a proposal
+    tags: tuple[str, ...] = ()  # skill tags as written; the trainer infers them when there are none
 
 
 def infer_kind(title: str, description: str) -> str:
@@ -217,12 +219,16 @@ def _check_task(raw: Any, where: str, position: int, line: int) -> Task:
     task_id = get("id", str, None)
     if task_id is not None and not _ID.fullmatch(task_id):
         raise InboxError(f"{where}.id: use letters, digits, '.', '_' and '-' (at most 100)")
+    source = get("source", str, "user")
+    if not source.strip() or len(source) > 100:
+        raise InboxError(f"{where}.source: must be a non-empty string (\"user\", \"architect\")")
     key = None if task_id is not None else _title_key(title)
     return Task(
         id=task_id or key, title=title.strip(), kind=kind or infer_kind(title, description),
         kind_inferred=kind is None, description=description, inputs=strings("inputs"), tests=strings("tests"),
         status=Status(status), priority=priority, depends_on=strings("depends_on"),
-        max_attempts=max_attempts, test_timeout=test_timeout, position=position, line=line, title_key=key)
+        max_attempts=max_attempts, test_timeout=test_timeout, position=position, line=line, title_key=key,
+        source=source.strip(), tags=strings("tags"))
 
 
 def _number_repeats(tasks: list[Task], name: str) -> list[Task]:

@@ -152,3 +152,20 @@ def surrogate_path(value: Any, path: str = "$") -> str | None:
         elif isinstance(node, list):
             stack.extend((child, f"{where}[{i}]") for i, child in enumerate(node))
     return None
+
+
+def first_object(text: str) -> dict:
+    """The first JSON object in a model's answer: bare, fenced or wrapped in prose (a grammar
+    keeps a server's answer bare; a model answering without one often fences it). ValueError
+    when there is none."""
+    pos = text.find("{")
+    while pos != -1:
+        try:
+            value, _ = decode_at(text, pos)
+        except JSONTextError:
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(value, dict):
+            return value
+        pos = text.find("{", pos + 1)
+    raise ValueError("no JSON object in the answer" + (f": {text.strip()[:80]!r}" if text.strip() else " (it was empty)"))

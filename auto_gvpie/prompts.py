@@ -20,6 +20,7 @@ from auto_gvpie.edits import edit_format_instructions, fence_for
 from auto_gvpie.inbox import Task
 from auto_gvpie.paths import PathRefused, clean, confine
 from auto_gvpie.pixels.program import json_schema
+from auto_gvpie.pixels.report import named_colours
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Attempt:
     """What happened on one attempt, as the next prompt should show it."""
     number: int
     answer: str
-    outcome: str  # "refused" | "tests_failed" | "bad_answer" | "invalid_program"
+    outcome: str  # "refused" | "tests_failed" | "bad_answer" | "invalid_program" | "picture_rejected" | "judge_rejected"
     feedback: str
 
 
@@ -310,7 +311,7 @@ PIXEL_GUIDE = """\
 You write pixel programs: JSON documents in this small drawing language (version 1).
 {"kind": "pixel_program", "version": 1, "name": "short_name",
  "canvas": {"width": W, "height": H},
- "palette": {"bg": [0, 0, 0], "fg": "#00ff00"},
+ "palette": {"NAME": [R, G, B], ...},
  "ops": [...], "metadata": {"description": "what it shows"}}
 Colours: a palette name, [r,g,b], [r,g,b,a] (0-255) or "#rrggbb" / "#rrggbbaa". The canvas starts black.
 Ops, painted in order (integer coordinates; anything off-canvas is clipped):
@@ -320,7 +321,10 @@ Ops, painted in order (integer coordinates; anything off-canvas is clipped):
 {"op": "LINE", "x1": X1, "y1": Y1, "x2": X2, "y2": Y2, "color": C}
 {"op": "CIRCLE", "cx": X, "cy": Y, "r": R, "color": C, "fill": true}
 {"op": "WRITE_TEXT", "x": X, "y": Y, "text": "HI", "color": C, "scale": 1}   (8x8 pixels per character at scale 1)
-Start with a FILL of the background colour, then draw on top. Define every palette name you use.
+Start with a FILL of the background colour, then draw on top; a later op paints over earlier ones.
+Keep text inside the canvas: at scale S a line of N characters is 8*S*N pixels wide and 8*S tall, so
+x + 8*S*N <= W and y + 8*S <= H. Use the colours the task names; define every palette name you use,
+and use every one you define.
 Answer with the JSON document only."""
 
 # Local servers turn the schema into a grammar; llama.cpp refuses ones with large repeat bounds
@@ -343,14 +347,26 @@ def pixel_prompt(task: Task, memory: str, history: list[Attempt], context_window
     count = count or _rough_count
     budget = context_window - answer_tokens - 64
 
+    # A small model copies the guide's example colours unless it is handed the task's own (seen: the
+    # demo's "dark blue background" drawn black three times); these are ones the render report accepts.
+    colours = named_colours(f"{task.title}\n{task.description}")
+    palette = ("The colours the task names, as RGB (put them in the palette under these names): "
+               + ", ".join(f'"{word.replace(" ", "_")}": {rgb}' for word, rgb in colours) + "\n") if colours else ""
+
     def build(shares: dict[str, float], left_out: list[str]) -> str:
         parts = _task_text(task, shares["task"], budget, left_out)
+        if palette:
+            parts.append(palette)
         if memory:
             parts.append(_shorten(memory, int(3_000 * shares["memory"]), "the relevant memory", left_out) + "\n")
         if history:
             last = history[-1]
             feedback = _shorten(last.feedback, int(6_000 * shares["previous"]), "the rejection", left_out)
-            parts.append(f"## Your previous answer (attempt {last.number}) was rejected\n{feedback}\n"
+            # A valid program that was sent back is shown, so the fix can be made in it, not from scratch.
+            shown = (_shorten(last.answer.strip(), int(4_000 * shares["previous"]), "your previous program", left_out)
+                     if last.outcome in ("picture_rejected", "judge_rejected") else "")
+            parts.append(f"## Your previous answer (attempt {last.number}) was rejected\n"
+                         + (f"It was:\n{shown}\n" if shown else "") + f"{feedback}\n"
                          "Fix exactly that problem and answer with the whole corrected JSON document.\n")
         if left_out:
             parts.append("Note: to fit the context window, these were left out: " + "; ".join(left_out) + "\n")

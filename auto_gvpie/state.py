@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 LEASE_TIMEOUT_S = 120.0  # a lease from another host is dead after this long without a heartbeat
 HEARTBEAT_S = 10.0  # how often a running task renews its lease (well inside the timeout)
+CANCEL_POLL_S = 1.0  # how often a running task looks for a cancel request (a cheap read)
 
 
 @dataclass
@@ -45,6 +46,10 @@ class TaskState:
     artifacts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    score: int | None = None  # the judge's score of the result kept (--judge)
+    verdict: str | None = None  # the judge's verdict on it, one line
+    cancel_requested: float | None = None  # when someone asked a running task to stop (--cancel, the web page)
+    claimed_at: float | None = None  # when the latest run of the task began (elapsed time, time per task)
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class AttemptRecord:
     """One attempt, as every store records it (state store here, memory in LanceDB)."""
     task: Task
     attempt: int
-    outcome: str  # passed | refused | tests_failed | bad_answer | invalid_program | patch_saved
+    outcome: str  # passed | refused | tests_failed | bad_answer | invalid_program | picture_rejected | judge_rejected | patch_saved
     feedback: str = ""
     answer: str = ""
     test_command: str | None = None  # the failing (else the first) test command
@@ -77,7 +82,8 @@ CREATE TABLE IF NOT EXISTS derived (
     title_key TEXT NOT NULL, n INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (title_key, n));
 """
 # Columns added after the first release; a state.db from then gets them on open.
-_ADDED_COLUMNS = {"lease_start": "TEXT", "warnings": "TEXT NOT NULL DEFAULT '[]'", "notes": "TEXT NOT NULL DEFAULT '[]'"}
+_ADDED_COLUMNS = {"lease_start": "TEXT", "warnings": "TEXT NOT NULL DEFAULT '[]'", "notes": "TEXT NOT NULL DEFAULT '[]'",
+                  "score": "INTEGER", "verdict": "TEXT", "cancel_requested": "REAL", "claimed_at": "REAL"}
 
 
 def process_start(pid: int | None) -> str | None:
@@ -115,12 +121,17 @@ class StateStore:
         self.path = state_dir / "state.db"
         self._synced: set[str] = set()
         if readonly:
-            if not self.path.exists():
-                self.db = sqlite3.connect(":memory:", isolation_level=None)
-                self._create()
-            else:
+            self._columns = set()
+            if self.path.exists():
                 self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
                 self._columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
+                if not self._columns:
+                    self.db.close()
+            if not self._columns:
+                # No store yet, or one a worker has only just created (its tables not written yet):
+                # a look at it sees no tasks rather than an error (the dashboard looks at any moment).
+                self.db = sqlite3.connect(":memory:", isolation_level=None)
+                self._create()
         else:
             state_dir.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -238,6 +249,10 @@ class StateStore:
             out[task.id] = Status(status)
         return out
 
+    def seconds(self) -> dict[str, float]:
+        """Time spent on each task, all its attempts together."""
+        return dict(self.db.execute("SELECT task_id, SUM(total_seconds) FROM runs GROUP BY task_id").fetchall())
+
     def runs(self, task_id: str) -> list[dict]:
         return [dict(r) for r in self.db.execute("SELECT * FROM runs WHERE task_id=? ORDER BY created", (task_id,))]
 
@@ -249,8 +264,9 @@ class StateStore:
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE tasks SET status='in_progress', lease_owner=?, lease_pid=?, lease_host=?, lease_start=?,"
-                " heartbeat=?, updated=?, stage='claimed', warnings='[]', notes='[]' WHERE id=? AND status='pending'",
-                (owner, os.getpid(), socket.gethostname(), _MY_START, now, now, task_id))
+                " heartbeat=?, updated=?, stage='claimed', warnings='[]', notes='[]', cancel_requested=NULL, claimed_at=?"
+                " WHERE id=? AND status='pending'",
+                (owner, os.getpid(), socket.gethostname(), _MY_START, now, now, now, task_id))
             return cur.rowcount == 1
 
     def heartbeat(self, task_id: str, owner: str, stage: str | None = None) -> None:
@@ -274,6 +290,10 @@ class StateStore:
             db.execute("UPDATE tasks SET attempts=MAX(attempts, ?), last_error=?, updated=? WHERE id=?",
                        (record.attempt, detail if record.outcome != "passed" else None, time.time(), record.task.id))
 
+    def score(self, task_id: str, score: int, verdict: str) -> None:
+        """The judge's score of the result a task keeps (shown by --status; the trainer's input)."""
+        self.db.execute("UPDATE tasks SET score=?, verdict=? WHERE id=?", (score, verdict, task_id))
+
     def finish(self, task_id: str, owner: str, status: str, error: str | None, artifacts: list[str]) -> None:
         assert status in FINISHED
         with self._tx() as db:
@@ -287,6 +307,27 @@ class StateStore:
         with self._tx() as db:
             db.execute("UPDATE tasks SET status=?, last_error=?, updated=? WHERE id=? AND status='pending'",
                        (status, error, time.time(), task_id))
+
+    def request_cancel(self, task_id: str) -> str | None:
+        """Cancel a task: a pending one is settled at once; a running one is asked to stop (its
+        worker's LeaseKeeper sees the request and the engine stops at the next check). Returns the
+        status the task had (None when the store does not know it)."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None:
+                return None
+            if row["status"] == Status.PENDING:
+                db.execute("UPDATE tasks SET status='cancelled', last_error='cancelled by the user', updated=?"
+                           " WHERE id=?", (now, task_id))
+            elif row["status"] == Status.IN_PROGRESS:
+                db.execute("UPDATE tasks SET cancel_requested=?, updated=? WHERE id=?", (now, now, task_id))
+            return row["status"]
+
+    def cancel_requested(self, task_id: str, owner: str) -> bool:
+        row = self.db.execute("SELECT cancel_requested FROM tasks WHERE id=? AND lease_owner=?",
+                              (task_id, owner)).fetchone()
+        return row is not None and row[0] is not None
 
     def release(self, task_id: str, owner: str, error: str | None = None) -> None:
         """Back to pending, attempts kept (stopped, or the LLM or the repository went away)."""
@@ -303,7 +344,7 @@ class StateStore:
         host, now = socket.gethostname(), time.time()
         recovered = []
         with self._tx() as db:
-            rows = db.execute("SELECT id, lease_pid, lease_host, lease_start, heartbeat FROM tasks"
+            rows = db.execute("SELECT id, lease_pid, lease_host, lease_start, heartbeat, cancel_requested FROM tasks"
                               " WHERE status='in_progress'").fetchall()
             for row in rows:
                 if row["lease_host"] == host:
@@ -311,8 +352,10 @@ class StateStore:
                 else:
                     dead = (row["heartbeat"] or 0) < now - lease_timeout
                 if dead:
-                    db.execute("UPDATE tasks SET status='pending', stage=NULL, lease_owner=NULL, lease_pid=NULL,"
-                               " lease_host=NULL, lease_start=NULL, updated=? WHERE id=?", (now, row["id"]))
+                    # A task the user cancelled while its worker died stays cancelled.
+                    status = "cancelled" if row["cancel_requested"] is not None else "pending"
+                    db.execute("UPDATE tasks SET status=?, stage=NULL, lease_owner=NULL, lease_pid=NULL,"
+                               " lease_host=NULL, lease_start=NULL, updated=? WHERE id=?", (status, now, row["id"]))
                     recovered.append(row["id"])
         if recovered:
             log.warning("recovered %d task(s) from dead leases: %s", len(recovered), ", ".join(recovered))
@@ -339,11 +382,14 @@ class StateStore:
 
 class LeaseKeeper:
     """Renews one task's lease every HEARTBEAT_S while it runs, however long a test or an LLM call
-    takes; its own connection, so it never waits on the worker's."""
+    takes; its own connection, so it never waits on the worker's. It also looks for a cancel
+    request every CANCEL_POLL_S and sets `cancelled`, which the engine checks between steps."""
 
-    def __init__(self, state_dir: Path, task_id: str, owner: str, interval: float = HEARTBEAT_S):
+    def __init__(self, state_dir: Path, task_id: str, owner: str, interval: float = HEARTBEAT_S,
+                 cancelled: threading.Event | None = None):
         self.args = (state_dir, task_id, owner)
         self.interval = interval
+        self.cancelled = cancelled or threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{task_id}", daemon=True)
 
@@ -358,10 +404,16 @@ class LeaseKeeper:
     def _run(self) -> None:
         state_dir, task_id, owner = self.args
         store = StateStore(state_dir)
+        next_beat = time.monotonic() + self.interval
         try:
-            while not self._stop.wait(self.interval):
+            while not self._stop.wait(min(self.interval, CANCEL_POLL_S)):
                 try:
-                    store.heartbeat(task_id, owner)
+                    if not self.cancelled.is_set() and store.cancel_requested(task_id, owner):
+                        log.info("cancel requested for %s", task_id)
+                        self.cancelled.set()
+                    if time.monotonic() >= next_beat:
+                        store.heartbeat(task_id, owner)
+                        next_beat = time.monotonic() + self.interval
                 except sqlite3.Error as exc:  # a busy database: try again next time
                     log.warning("heartbeat for %s failed: %s", task_id, exc)
         finally:

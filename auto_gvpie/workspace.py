@@ -107,10 +107,10 @@ class Worktree:
                 shutil.rmtree(self.path, ignore_errors=True)
                 git(self.repo, "worktree", "prune", check=False)
 
-    def diff(self) -> str:
-        """Everything changed since the base, new files included, as one patch."""
+    def diff(self, since: str | None = None) -> str:
+        """Everything changed since the base (or since the `snapshot` `since`), new files included, as one patch."""
         git(self.path, "add", "-A")
-        return git(self.path, "diff", "--cached", "--binary", self.base or "HEAD").stdout
+        return git(self.path, "diff", "--cached", "--binary", since or self.base or "HEAD").stdout
 
     def tracked(self) -> set[str]:
         """The files git tracks in the worktree (repo-relative)."""

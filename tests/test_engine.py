@@ -215,8 +215,11 @@ def test_baseline_failures_are_not_blamed_on_the_patch(home, repo):
 def test_a_second_once_never_takes_a_task_a_live_once_is_running(home, repo, tmp_path):
     """Issue 10, defect 1: the second process used to 'recover' the live lease, delete the first one's
     worktree and run the task again (two attempt-1 records, a correct fix ending failed)."""
-    started = tmp_path / "baseline-started"
-    slow = {**FIX_TASK, "tests": [f"touch {started}; sleep 6; python -m pytest -q test_calc.py"]}
+    started, release = tmp_path / "baseline-started", tmp_path / "release"
+    # The first process holds the task until the test has looked (not for a fixed time: a loaded
+    # machine can take longer than that just to start the second process).
+    hold = f"for i in $(seq 1200); do [ -e {release} ] && break; sleep 0.1; done"
+    slow = {**FIX_TASK, "tests": [f"touch {started}; {hold}; python -m pytest -q test_calc.py"]}
     write_tasks(home, [slow])
     with LLMServer([FIX]) as server:
         first = subprocess.Popen(
@@ -234,6 +237,7 @@ def test_a_second_once_never_takes_a_task_a_live_once_is_running(home, repo, tmp
         assert json.loads(second.stdout)["processed"] == 0
         assert "recovered" not in second.stderr
         assert worktree.exists()  # the live task's worktree was left alone
+        release.touch()
         out, err = first.communicate(timeout=120)
         assert first.returncode == 0, err
         assert len(server.requests) == 1  # asked once, by the first process only

@@ -21,19 +21,20 @@ from auto_gvpie.workspace import Worktree
 
 
 class Stopped(Exception):
-    """A stop was requested (SIGINT/SIGTERM); the task goes back to pending."""
+    """A stop was requested (SIGINT/SIGTERM: the task goes back to pending; a cancel request: it ends cancelled)."""
 
 
 @dataclass
 class AttemptResult:
     """What one attempt ended with; `feedback` is what the next prompt tells the model."""
-    outcome: str  # passed | refused | tests_failed | bad_answer | invalid_program
+    outcome: str  # passed | refused | tests_failed | bad_answer | invalid_program | picture_rejected | judge_rejected
     feedback: str = ""
     answer: str = ""
     tests: list[CommandResult] = field(default_factory=list)
     artifact_kind: str | None = None
     artifact_path: str | None = None
     summary: str = ""  # one line for --status
+    diff: str = ""  # what the answer changed in the worktree (code tasks), kept in the attempt file
 
 
 @dataclass
@@ -78,6 +79,9 @@ class TaskKind(Protocol):
 
     def reset(self, job: Job, snapshot: object) -> None:
         """Back to `snapshot`, so the next candidate starts from the same tree."""
+
+    def work(self, job: Job, result: AttemptResult) -> str:
+        """What the judge is shown of a result that passed its checks."""
 
     def notes(self) -> list[str]:
         """What the user should know about how the task was approached (files chosen), for --status."""

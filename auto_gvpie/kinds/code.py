@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -139,6 +140,11 @@ class CodeKind:
     def reset(self, job: Job, snapshot: object) -> None:
         job.worktree.reset_to(str(snapshot))
 
+    def work(self, job: Job, result: AttemptResult) -> str:
+        """For the judge: the change as one patch, and the checks it passed."""
+        passed = "\n".join(f"- `{t.command}` passed" for t in result.tests if t.passed)
+        return f"The patch (against the repository as it was):\n{job.worktree.diff()}\nChecks:\n{passed}"
+
     def notes(self) -> list[str]:
         """For --status: which files were chosen and why."""
         return [f"files: {self.ranking.summary()}"] if self.ranking and self.ranking.files else []
@@ -167,15 +173,23 @@ class CodeKind:
             return AttemptResult("refused", f"Your edit was refused, nothing was changed:\n{reasons}", answer,
                                  summary=f"edit refused: {judges[0]} is a test file the task does not list in inputs")
         log.info("attempt %d of %s: edit applied to %s", number, task.id, ", ".join(applied.files))
+        # What this answer changed, kept with the attempt (the dashboard shows it); the task's
+        # combined patch is only written when it passes.
+        diff = job.worktree.diff(since=before)
+        return replace(self._tested(job, number, answer, applied.files), diff=diff)
+
+    def _tested(self, job: Job, number: int, answer: str, files: Sequence[str]) -> AttemptResult:
+        """The applied edit judged by the task's tests (then by the whole test files they select)."""
+        task = job.task
         tests = job.run(job.task.tests, number, "running tests")
         failing = [t for t in tests if not t.passed]
         log.info("attempt %d of %s: tests %s", number, task.id, "fail" if failing else "pass")
         if not failing:
-            return self._whole_files(job, number, answer, applied.files, tests)
+            return self._whole_files(job, number, answer, files, tests)
         if any(t.stopped for t in failing):
             raise Stopped()
         before = {t.command: t for t in job.baseline}
-        lines = [f"Your edit applied to {', '.join(applied.files)}, but tests fail:"]
+        lines = [f"Your edit applied to {', '.join(files)}, but tests fail:"]
         for test in failing:
             was = before.get(test.command)
             if was is not None and was.passed:

@@ -505,6 +505,11 @@ def _program(obj: Any) -> PixelProgram:
 _OP_NAME = {Fill: "FILL", SetPixel: "SET", Rect: "RECT", Line: "LINE", Circle: "CIRCLE", WriteText: "WRITE_TEXT"}
 
 
+def op_name(op: Op) -> str:
+    """The op's name as a program writes it: "RECT", "WRITE_TEXT", ..."""
+    return _OP_NAME[type(op)]
+
+
 def _span(low: int, high: int, size: int) -> int:
     """How many of the integers low..high-1 lie in 0..size-1."""
     return max(0, min(high, size) - max(low, 0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +258,24 @@ def _bounds(op: Op, w: int, h: int) -> tuple[int, int, int, int]:
     else:
         box = (0, w, 0, h)
     return max(box[0], 0), min(box[1], w), max(box[2], 0), min(box[3], h)
+
+
+_MARK = Color(255, 255, 255)
+
+
+def footprint(op: Op, scratch: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The canvas pixels `op` paints, whatever its colour: its clipped box (x0, x1, y0, y1) and a
+    bool mask over that box. `scratch` is an all-zero H x W x 3 uint8 canvas, left all-zero, so one
+    serves every op of a program (the render report asks this of each op)."""
+    h, w = scratch.shape[:2]
+    x0, x1, y0, y1 = _bounds(op, w, h)
+    if x0 >= x1 or y0 >= y1:
+        return (x0, x1, y0, y1), np.zeros((0, 0), dtype=bool)
+    _DRAW[type(op)](scratch, replace(op, color=_MARK))
+    region = scratch[y0:y1, x0:x1]
+    mask = region[..., 0] > 0
+    region[...] = 0
+    return (x0, x1, y0, y1), mask
 
 
 def render_reference(program: PixelProgram) -> np.ndarray:
