@@ -317,3 +317,21 @@ def test_queue_flag_without_daemon_or_worker_is_a_usage_error(home):
     assert out.returncode == 2 and "--queue goes with --daemon" in out.stderr
     out = run_cli("--home", str(home), "--worker")
     assert out.returncode == 2 and "--worker needs --queue" in out.stderr
+
+
+def test_cancel_of_a_task_running_on_a_worker_stops_its_job(tmp_path, repo, home, redis_server, procs):
+    dispatcher, worker = procs
+    write_tasks(home, [pixel_task("long"), pixel_task("next")])
+    with LLMServer(responder=lambda body: Reply(content=PIXEL, delay=60 if title_of(body) == "draw box long" else 0)) as llm:
+        d = dispatcher(home, repo, redis_server.url)
+        w = worker(redis_server.url, llm.url, "c")
+        wait_for(lambda: any(title_of(r) == "draw box long" for r in list(llm.requests)), 60, "the long task's request")
+        out = run_cli("--home", str(home), "--cancel", "long", env={"GVPIE_MEMORY": "0"})
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: states(home)["long"].status == "cancelled", 30, "the cancel")
+        # Its job was stopped on the worker, which goes on with the next task instead of waiting 60 s.
+        wait_for(lambda: done(home, "next"), 30, "the next task")
+        assert d.stop() == 0, d.output()
+        assert w.stop(timeout=15) == 0, w.output()
+    assert not (home / "artifacts" / "long.png").exists()
+    assert "cancelled long" in log_text(home)

@@ -175,6 +175,10 @@ class _Turn:
                     self.ledger.set(row.job_id, STALE)
                 continue
             status = job.get_status(refresh=False)
+            if row.state == QUEUED and status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED,
+                                                  JobStatus.SCHEDULED) and self._cancel(row, job, status):
+                settled = True
+                continue
             if status == JobStatus.STARTED and row.state == QUEUED:
                 self._running(row, job.worker_name)
             if status == JobStatus.FINISHED:
@@ -188,6 +192,31 @@ class _Turn:
                 _forget(job)
                 settled = True
         return settled
+
+    def _cancel(self, row: Dispatch, job, status) -> bool:
+        """A cancel asked for (--cancel, the dashboard) of a task on the queue: its job is stopped
+        on its worker (or taken off the queue) and the task ends cancelled; a result that still
+        comes finds the ledger row taken."""
+        from rq.command import send_stop_job_command
+        from rq.job import JobStatus
+
+        owner = owner_of(row.job_id)
+        if not self.store.cancel_requested(row.task_id, owner) or not self.ledger.take(row.job_id, "?"):
+            return False
+        try:
+            if status == JobStatus.STARTED:
+                send_stop_job_command(self.conn, row.job_id)
+            else:
+                job.cancel()
+        except Exception as exc:  # the job ended meanwhile: the task is cancelled all the same
+            log.info("job %s of %s not stopped: %s", row.job_id, row.task_id, exc)
+        state = self.store.get(row.task_id)
+        self.store.finish(row.task_id, owner, Status.CANCELLED, "cancelled by the user", [])
+        self.ledger.set(row.job_id, APPLIED)
+        log.info("cancelled %s (job %s)", row.task_id, row.job_id)
+        self.d._report(Outcome(row.task_id, Status.CANCELLED, state.attempts if state else 0, [],
+                               "cancelled by the user"))
+        return True
 
     def _running(self, row: Dispatch, worker: str | None) -> None:
         """What --status shows for a dispatched task: which worker runs it (written when it changes)."""
@@ -240,6 +269,8 @@ class _Turn:
             log.info("patch for %s: %s", task.id, note)
         artifacts = sorted(str(settings.artifacts_dir / n) for n in files
                            if n.startswith(f"{task.id}.") and not n.startswith(f"{task.id}.attempt-"))
+        if result.score is not None:
+            store.score(task.id, result.score, result.verdict or "")
         if result.status in FINISHED:
             store.finish(task.id, owner, result.status, result.error, artifacts)
             self.memory.record_task(task.id, task.title, task.kind, task.description, result.status,

@@ -17,7 +17,7 @@ OWNER_PREFIX = "queue:"  # the lease owner of a dispatched task: "queue:<job id>
 # The dispatcher's settings that decide how a task is attempted; a worker takes its own LLM,
 # sandbox and scratch space.
 TASK_SETTINGS = ("edit_format", "samples", "max_answer_tokens", "context_window", "test_timeout", "setup",
-                 "code_index", "gpu")
+                 "code_index", "gpu", "judge", "judge_threshold")
 
 
 def job_id(task_id: str, round_: int) -> str:
@@ -35,7 +35,7 @@ def task_to_json(task: Task) -> dict:
 
 def task_from_json(data: dict) -> Task:
     data = dict(data)
-    for key in ("inputs", "tests", "depends_on"):
+    for key in ("inputs", "tests", "depends_on", "tags"):
         data[key] = tuple(data.get(key) or ())
     # The id is final (the dispatcher resolved it); the worker's own store must not derive another.
     data.update(title_key=None, status=Status.PENDING)
@@ -74,6 +74,8 @@ class JobResult:
     memory: list[dict] = field(default_factory=list)  # AttemptRecords (without the task) for LanceDB
     seconds: float = 0.0
     started_at: float = 0.0  # wall clock, when the worker began the job
+    score: int | None = None  # the judge's score of the result kept (--judge), and its verdict
+    verdict: str | None = None
     protocol: int = PROTOCOL
 
     @classmethod

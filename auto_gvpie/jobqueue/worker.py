@@ -213,6 +213,7 @@ def run_job(payload: dict) -> dict:
     memory = RecordingMemory(spec.recall)
     status, attempts, error = "pending", spec.attempts_before, None
     runs: list[dict] = []
+    score = verdict = None
     try:
         try:
             _checkout(repo, spec.git_url, spec.base)
@@ -230,14 +231,17 @@ def run_job(payload: dict) -> dict:
             raise _Released(f"{type(exc).__name__}: {exc}") from exc
         finally:
             runs = engine.store.runs(task.id)
-            attempts = max(attempts, engine.store.get(task.id).attempts or 0)
+            state = engine.store.get(task.id)
+            attempts = max(attempts, state.attempts or 0)
+            score, verdict = state.score, state.verdict
             engine.close()
     except _Released as exc:
         status, error = "pending", str(exc)
         log.info("job %s: %s goes back to the dispatcher: %s", spec.job_id, task.id, error)
     files = {p.name: encode(p.read_bytes()) for p in sorted(settings.artifacts_dir.glob("*")) if p.is_file()}
     result = JobResult(spec.job_id, task.id, status, attempts, error, ctx.name, str(settings.artifacts_dir), files,
-                       runs, [record_to_json(r) for r in memory.records], time.monotonic() - started, started_at)
+                       runs, [record_to_json(r) for r in memory.records], time.monotonic() - started, started_at,
+                       score, verdict)
     shutil.rmtree(home, ignore_errors=True)
     return dataclasses.asdict(result)
 
