@@ -19,7 +19,7 @@ import os
 import re
 import shlex
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from auto_gvpie.config import Settings
@@ -31,7 +31,9 @@ from auto_gvpie.paths import PathRefused, confine
 from auto_gvpie.runner import run_command
 from auto_gvpie.sandbox import Sandbox
 from auto_gvpie.state import StateStore
-from auto_gvpie.workspace import Worktree, git
+from auto_gvpie.codeindex import language_of, parse_symbols
+from auto_gvpie.testsel import is_test_path, test_files
+from auto_gvpie.workspace import Worktree, git, scratch_name
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ MAX_FILES_SHOWN = 150
 README_CHARS = 2_500
 MAX_LISTED = 5  # inputs or tests kept from one proposal
 _ARG = re.compile(r"[A-Za-z0-9_./:\[\]=,+-]+")  # a path or a test selector: no quotes, spaces or shell syntax
+_NOT_RUN = {4, 5}  # pytest: the named test or file was not found / nothing collected
 _FLAGS = {"-q", "-x", "-v", "-s", "--quiet", "--verbose"}
 _MILESTONE = re.compile(r"^\s*[-*+]\s+\[( |x|X)\]\s+(.+?)\s*$")
 
@@ -205,6 +208,7 @@ class Architect:
                 books.milestones.setdefault(milestone, _tally())["complete"] = True
                 return self._end(Step("milestone_complete", f"'{milestone}': the model says it is achieved"))
             return self._discard(None, "it said the goal is achieved, but a goal without a roadmap has no end")
+        proposal = self._without_judges(proposal)
         problem = self._problem(proposal)
         if problem:
             return self._discard(proposal, problem)
@@ -220,7 +224,6 @@ class Architect:
     def _discard(self, proposal: Proposal | None, reason: str) -> Step:
         self.books.discarded += 1
         self.books.in_a_row += 1
-        log.info("architect: discarded %s: %s", f"'{proposal.title}'" if proposal else "a proposal", reason)
         return self._end(Step("discarded", reason, proposal=proposal))
 
     def _end(self, step: Step) -> Step:
@@ -270,7 +273,8 @@ class Architect:
         runners = ", ".join(f"`{r}`" for r in self.settings.test_runners)
         messages = [{"role": "system", "content": SYSTEM.format(runners=runners)},
                     {"role": "user", "content": self._context(store, milestone)}]
-        text = self.llm.complete(messages, json_schema=SCHEMA, max_tokens=600).text
+        # From the second try on another sample: the most likely proposal was seen and refused.
+        text = self.llm.complete(messages, json_schema=SCHEMA, max_tokens=600, sample=self.books.in_a_row).text
         return parse_proposal(text)
 
     def _context(self, store: StateStore, milestone: str | None) -> str:
@@ -284,6 +288,15 @@ class Architect:
         shown = "\n".join(files[:MAX_FILES_SHOWN]) + (f"\n[... {len(files) - MAX_FILES_SHOWN} more]"
                                                       if len(files) > MAX_FILES_SHOWN else "")
         parts.append(f"# Repository files (data)\n```\n{shown}\n```\n")
+        tests = _test_ids(repo, files)
+        if tests:
+            parts.append("# Tests that exist (name these, or a new test file listed in inputs)\n```\n"
+                         + "\n".join(tests) + "\n```\n")
+        refused = [e for e in self.books.log if e["action"] == "discarded"][-3:]
+        if refused:
+            # Real checks' verdicts on its earlier proposals: feedback with an outside signal.
+            parts.append("# Your last proposals were discarded\n" + "\n".join(
+                f"- {e.get('title') or 'a proposal'}: {e['reason'][:300]}" for e in refused) + "\n")
         readme = next((repo / n for n in ("README.md", "README.rst", "README.txt", "README") if (repo / n).is_file()), None)
         if readme is not None:
             text = readme.read_text(encoding="utf-8", errors="replace")[:README_CHARS]
@@ -325,7 +338,25 @@ class Architect:
         results = self._run_on_head(proposal.tests)
         if all(r.passed for r in results):
             return "its check already passes on the current tree, so it would prove nothing"
+        for result in results:
+            if result.passed or result.exit_code not in _NOT_RUN:
+                continue
+            new = [a for a in shlex.split(result.command) if a.split("::")[0] in proposal.inputs
+                   and not (self.settings.repo / a.split("::")[0]).exists()]
+            if not new:  # a test file the task itself adds may not exist yet; any other must
+                tail = " ".join(result.output.strip().splitlines()[-2:])[:300]
+                return (f"its check does not run: `{result.command}` exits {result.exit_code} (no such test: "
+                        f"{tail}); name tests that exist, or a new test file listed in inputs")
         return None
+
+    def _without_judges(self, proposal: Proposal) -> Proposal:
+        """The proposal without the existing test files its commands run among its inputs: the
+        tests judge the task, so the coder must not be allowed to edit them."""
+        judges = {rel for command in proposal.tests for rel in test_files(command, self.settings.repo)}
+        kept = tuple(rel for rel in proposal.inputs if rel not in judges)
+        if kept != proposal.inputs:
+            log.info("architect: %s stay read-only (the check runs them)", ", ".join(sorted(judges & set(proposal.inputs))))
+        return replace(proposal, inputs=kept)
 
     def _disallowed(self, command: str) -> str | None:
         runner = next((r for r in sorted(self.settings.test_runners, key=len, reverse=True)
@@ -345,7 +376,7 @@ class Architect:
         return None
 
     def _run_on_head(self, commands) -> list:
-        with Worktree(self.settings.repo, self.settings.state_dir, "architect-check",
+        with Worktree(self.settings.repo, self.settings.state_dir, scratch_name("architect-check"),
                       self.settings.copy_ignored, protected=service_paths(self.settings)) as worktree:
             if self.settings.setup:  # the tests may need what the setup command builds
                 run_command(self.settings.setup, worktree.path, self.settings.test_timeout, sandbox=self.sandbox)
@@ -375,6 +406,24 @@ class Architect:
                 return Step("regression", f"the tests of {task.id} fail on the current tree", task_id)
         log.info("architect: the tests of %d earlier task(s) still pass", len(tasks))
         return None
+
+
+def _test_ids(repo: Path, files: list[str], limit: int = 40) -> list[str]:
+    """`path::name` of the test functions in the repository's test files (tree-sitter), for the
+    prompt: a proposal's check has to name tests that exist."""
+    ids: list[str] = []
+    for rel in files:
+        if not is_test_path(rel) or language_of(rel) is None:
+            continue
+        try:
+            symbols = parse_symbols(rel, (repo / rel).read_bytes())
+        except OSError:
+            continue
+        ids += [f"{rel}::{s.qualname.replace('.', '::')}" for s in symbols if s.name.startswith("test")
+                and s.kind in ("function", "method")]
+        if len(ids) >= limit:
+            return ids[:limit]
+    return ids
 
 
 def _tally() -> dict:

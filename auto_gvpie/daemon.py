@@ -499,12 +499,12 @@ def describe(settings: Settings, store: StateStore) -> list[str]:
                     " without stopping; its tasks go back to pending on the next start)"]
         return [f"daemon: not running (pid {record.pid} stopped {_clock(record.stopped_at)})"]
     now = time.time()
-    lines = [f"daemon: running, pid {record.pid} on {record.host}, up {_duration(now - record.started_at)},"
+    lines = [f"daemon: running, pid {record.pid} on {record.host}, up {duration(now - record.started_at)},"
              f" {record.workers} worker(s), re-scan every {record.interval:g} s"]
     running = sorted((s for s in store.all().values() if s.status == "in_progress" and s.lease_pid == record.pid),
                      key=lambda s: s.id)
     for state in running:
-        beat = f"last heartbeat {_duration(now - state.heartbeat)} ago" if state.heartbeat else "no heartbeat yet"
+        beat = f"last heartbeat {duration(now - state.heartbeat)} ago" if state.heartbeat else "no heartbeat yet"
         lines.append(f"daemon task: {state.id}: {state.stage or 'claimed'} ({beat})")
     if not running:
         lines.append("daemon task: none (idle, waiting for the task file to change)")
@@ -515,8 +515,14 @@ def _clock(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
+def duration(seconds: float | None) -> str:
+    """A span for people: "4.2 s", "38 s", "12 min 05 s", "3 h 20 min" ("" for None)."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = int(seconds)
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from auto_gvpie.paths import PathRefused, confine
+from auto_gvpie.state import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,17 @@ def _files_below(path: Path) -> Iterator[Path]:
             yield Path(top) / name
 
 
+def scratch_name(purpose: str) -> str:
+    """The name of a worktree that belongs to this process, not to a task (the architect's checks):
+    `prune_orphans` leaves it alone while the process lives."""
+    return f"{purpose}.pid{os.getpid()}"
+
+
+def _scratch_alive(name: str) -> bool:
+    stem, _, pid = name.rpartition(".pid")
+    return bool(stem) and pid.isdigit() and pid_alive(int(pid))
+
+
 def prune_orphans(repo: Path, state_dir: Path, live: Callable[[], set[str]]) -> list[Path]:
     """Remove worktrees left by a worker that died (kill -9, power loss). `live()` names the tasks
     whose lease is held; it is asked under the repository lock, which a worker also holds while it
@@ -200,7 +212,7 @@ def prune_orphans(repo: Path, state_dir: Path, live: Callable[[], set[str]]) -> 
     with repo_lock(repo):
         keep = live()
         for path in sorted(root.iterdir()):
-            if path.name in keep:
+            if path.name in keep or _scratch_alive(path.name):
                 continue
             git(repo, "worktree", "remove", "--force", str(path), check=False)
             shutil.rmtree(path, ignore_errors=True)

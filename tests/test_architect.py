@@ -53,6 +53,7 @@ def test_an_idle_queue_gets_one_proposal_which_is_appended_and_run(home, repo):
     first = server.requests[0]
     assert first["response_format"]["type"] == "json_schema"
     assert "make the calculator correct" in prompts_of(server)[0] and "calc.py" in prompts_of(server)[0]
+    assert "test_calc.py::test_add\ntest_calc.py::test_mul" in prompts_of(server)[0]  # tests it may name
     shown = status_text(home)
     assert "architect: 1 iteration(s), 1 task(s) queued, 0 proposal(s) discarded" in shown
     assert "milestone '(the goal)': 1 proposed, 1 done, 0 failed" in shown
@@ -103,6 +104,9 @@ def test_max_iterations_and_the_stop_after_three_in_a_row(home, repo):
     with LLMServer([bad] * 5) as server:
         out = proposing(home, repo, server.url, "--max-iterations", "5")
     assert len(server.requests) == 3  # stopped after three discarded in a row
+    # Each retry is told why the last ones were discarded, and asked for another sample.
+    assert "# Your last proposals were discarded\n- Check mul(): its check already passes" in prompts_of(server)[1]
+    assert [r.get("seed") != server.requests[0].get("seed") for r in server.requests[1:]] == [True, True]
     assert "architect: stopped: 3 proposals in a row were discarded or failed" in out.stderr
     assert "architect: stopped: 3 proposals in a row" in status_text(home)
 
@@ -195,3 +199,17 @@ def test_one_iteration_with_the_bundled_model(home, tmp_path):
     if step["action"] == "proposed":
         assert step["task"]["source"] == "architect" and step["task"]["title"]
     assert inbox(home) == []
+
+
+def test_the_check_must_name_tests_that_exist_and_its_test_files_stay_read_only(home, repo):
+    missing = {**FIX_ADD, "tests": ["python -m pytest -q test_calc.py::test_subtract"]}
+    with LLMServer([json.dumps(missing)]) as server:
+        out = proposing(home, repo, server.url)
+    assert "its check does not run: `python -m pytest -q test_calc.py::test_subtract` exits 4" in out.stderr
+    assert inbox(home) == []
+    # The check's own test file among the inputs is taken out: the tests judge, the coder may not edit them.
+    with LLMServer([json.dumps({**FIX_ADD, "inputs": ["calc.py", "test_calc.py"]}), FIX]) as server:
+        out = proposing(home, repo, server.url)
+    assert out.returncode == 0, out.stderr
+    (task,) = inbox(home)
+    assert task["inputs"] == ["calc.py"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from auto_gvpie.workspace import Worktree, WorkspaceError, apply_to_checkout, check_repo, prune_orphans
+from auto_gvpie.workspace import Worktree, WorkspaceError, apply_to_checkout, check_repo, prune_orphans, scratch_name
 from conftest import git
 
 
@@ -64,6 +64,18 @@ def test_orphans_are_pruned_but_live_ones_kept(repo, tmp_path):
     removed = prune_orphans(repo, state, lambda: {"live"})
     assert [p.name for p in removed] == ["dead"]
     assert (state / "worktrees" / "live").exists() and not (state / "worktrees" / "dead").exists()
+
+
+def test_a_live_process_keeps_its_scratch_worktree_a_dead_one_does_not(repo, tmp_path):
+    import subprocess
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    state = tmp_path / "state"
+    mine, theirs = scratch_name("architect-check"), f"architect-check.pid{gone.pid}"
+    for name in (mine, theirs):
+        git(repo, "worktree", "add", "--detach", str(state / "worktrees" / name))
+    removed = prune_orphans(repo, state, lambda: set())
+    assert [p.name for p in removed] == [theirs] and (state / "worktrees" / mine).exists()
 
 
 def test_check_repo_explains(tmp_path):

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from auto_gvpie.web.views import duration
+from auto_gvpie.daemon import duration
 
 
 def _clock(stamp: float | None) -> str:

@@ -12,7 +12,8 @@ from auto_gvpie.config import Settings
 from auto_gvpie.inbox import Status
 from auto_gvpie.web.charts import history_charts
 from auto_gvpie.web.render import render
-from auto_gvpie.web.views import Home, QueueRow, duration
+from auto_gvpie.daemon import duration
+from auto_gvpie.web.views import Home, QueueRow
 
 log = logging.getLogger(__name__)
 
