@@ -65,6 +65,13 @@ class Settings:
     # The dashboard's access token (--serve): required, and then asked of every request, when it
     # listens on an address other than loopback.
     token: str = ""
+    # Several machines (auto_gvpie/jobqueue): the Redis queue (`--queue`), the git URL workers fetch the
+    # repository from (empty: the repository's own path, for workers that can see it), how long one
+    # job may run, and how often a worker says it is alive (a silent worker's job is handed on).
+    queue: str = ""
+    queue_git: str = ""
+    queue_job_timeout: int = 3600
+    queue_heartbeat: int = 10
 
     @property
     def state_dir(self) -> Path:

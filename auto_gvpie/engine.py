@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, str], None]  # task id, attempt, stage text
 TOKENS_STORED_S = 1.0  # how often the token count of a streaming answer is written to the state store
-__all__ = ["Engine", "Outcome", "Stopped", "run_pending"]
+__all__ = ["Engine", "Outcome", "Stopped", "run_pending", "settle"]
 
 
 @dataclass
@@ -72,14 +72,15 @@ class Engine:
     def open(cls, settings: Settings, owner: str, *, progress: ProgressFn | None = None,
              should_stop: Callable[[], bool] = lambda: False,
              on_outcome: Callable[[Outcome], None] = lambda outcome: None,
-             model_progress: Callable | None = None) -> Engine:
-        """The one place an engine is wired (for --once and for each daemon worker); `close()` it."""
-        from auto_gvpie.memory import Memory  # LanceDB is heavy; --status never needs it
-
+             model_progress: Callable | None = None, memory: Memory | None = None) -> Engine:
+        """The one place an engine is wired (for --once, each daemon worker and each queue job); `close()` it.
+        `memory`: another store of memory than the home's LanceDB (a queue worker's, which the job carries)."""
         sandbox = open_sandbox(settings.sandbox, settings.sandbox_network)
         llm = open_llm(settings, progress=model_progress)
         store = StateStore(settings.state_dir)
-        memory = Memory(settings.home, enabled=settings.memory)
+        if memory is None:
+            from auto_gvpie.memory import Memory  # LanceDB is heavy; --status never needs it
+            memory = Memory(settings.home, enabled=settings.memory)
         return cls(settings, store, llm, memory, owner, progress, should_stop, on_outcome, sandbox,
                    open_judge(settings, llm))
 
@@ -349,6 +350,23 @@ def _key_lines(feedback: str, limit: int = 8) -> list[str]:
     return (keys or lines)[:limit]
 
 
+def settle(store: StateStore, tasks: list[Task]) -> tuple[list[Task], list[Outcome]]:
+    """The tasks ready to run, best first, after recording what needs no run: the file's word on a
+    pending task (cancelled, done) and the tasks a failed dependency rules out (their outcomes)."""
+    status = store.statuses(tasks)
+    for task in tasks:
+        if status[task.id] in (Status.CANCELLED, Status.DONE) and task.status == status[task.id]:
+            # The file's word on a pending task; recorded in the store for --status.
+            store.mark(task.id, task.status, "set in the task file")
+    ready, why = runnable(tasks, status)
+    settled = []
+    for task_id, reason in why.items():
+        if reason.startswith("dependency "):
+            store.mark(task_id, Status.FAILED, f"not run: {reason}")
+            settled.append(Outcome(task_id, Status.FAILED, 0, error=f"not run: {reason}"))
+    return ready, settled
+
+
 def run_pending(engine: Engine, max_tasks: int | None = None) -> list[Outcome]:
     """Drain the inbox once: re-read it before each pick (only what was appended is parsed),
     so tasks appended meanwhile are seen."""
@@ -357,17 +375,8 @@ def run_pending(engine: Engine, max_tasks: int | None = None) -> list[Outcome]:
     while max_tasks is None or len(outcomes) < max_tasks:
         if engine.should_stop():
             break
-        tasks = engine.store.sync(engine.inbox.read())
-        status = engine.store.statuses(tasks)
-        for task in tasks:
-            if status[task.id] in (Status.CANCELLED, Status.DONE) and task.status == status[task.id]:
-                # The file's word on a pending task; recorded in the store for --status.
-                engine.store.mark(task.id, task.status, "set in the task file")
-        ready, why = runnable(tasks, status)
-        for task_id, reason in why.items():
-            if reason.startswith("dependency "):
-                engine.store.mark(task_id, Status.FAILED, f"not run: {reason}")
-                outcomes.append(Outcome(task_id, Status.FAILED, 0, error=f"not run: {reason}"))
+        ready, settled = settle(engine.store, engine.store.sync(engine.inbox.read()))
+        outcomes.extend(settled)
         ready = [t for t in ready if t.id not in tried]
         if not ready:
             break

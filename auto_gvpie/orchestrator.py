@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--daemon", action="store_true", help="long-running worker, woken by changes to the task file")
     mode.add_argument("--dry-run", action="store_true", help="show what would be done; change nothing")
     mode.add_argument("--add", metavar="TITLE", help="append a task safely")
+    mode.add_argument("--worker", action="store_true", help="run tasks from the --queue on this machine")
     mode.add_argument("--cancel", metavar="ID", help="cancel a pending task, or stop a running one (it ends cancelled)")
     mode.add_argument("--serve", action="store_true",
                       help="local web dashboard: queue, tasks, gallery, history, memory, daemon (127.0.0.1 unless a "
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible server (default: LM Studio, http://127.0.0.1:1234/v1)")
     p.add_argument("--model", metavar="NAME", help="model name (default: auto-detected from the server)")
     p.add_argument("--json", action="store_true", help="one machine-readable JSON object on stdout")
+    p.add_argument("--queue", metavar="redis://HOST:PORT/DB",
+                   help="with --daemon: dispatch tasks to workers on this Redis queue; with --worker: run its tasks")
     add = p.add_argument_group("task fields for --add")
     add.add_argument("--kind", choices=("code", "pixel"))
     add.add_argument("--description", metavar="TEXT")
@@ -114,7 +117,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "memory": args.memory, "interval": args.interval, "workers": args.workers, "sandbox": args.sandbox,
         "samples": args.samples, "judge": args.judge, "judge_url": args.judge_url, "judge_model": args.judge_model,
         "judge_threshold": args.judge_threshold, "goal": args.goal, "roadmap": args.roadmap,
-        "max_iterations": args.max_iterations, "token": args.token})
+        "max_iterations": args.max_iterations, "token": args.token, "queue": args.queue})
 
 
 def _setup_logging(settings: Settings | None, verbose: bool) -> None:
@@ -283,6 +286,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from auto_gvpie.daemon import describe
     for line in describe(settings, store) + architect.describe(settings):
         print(line)
+    for line in _queue_lines(settings):
+        print(line)
     print(_memory_line(settings))
     print(sandbox)
     if not rows:
@@ -400,6 +405,14 @@ def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _require_queue_library() -> None:
+    try:
+        import redis  # noqa: F401
+        import rq  # noqa: F401
+    except ImportError:
+        raise ConfigError("--queue needs the queue extra: pip install 'auto-gvpie[queue]'") from None
+
+
 def _dry_proposal(settings: Settings, store: StateStore) -> dict:
     """--dry-run with a goal or roadmap: what the architect would propose (its checks run in a
     scratch worktree), queued nowhere."""
@@ -509,11 +522,17 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     status_line = StatusLine(enabled=not args.json)
 
     def started(record) -> None:
+        where = f"dispatching to {settings.queue}" if settings.queue else f"{settings.workers} worker(s)"
         status_line.done(f"auto-gvpie daemon: pid {record.pid}, watching {settings.tasks_file}"
-                         f" ({settings.workers} worker(s)); Ctrl-C or SIGTERM stops it")
+                         f" ({where}); Ctrl-C or SIGTERM stops it")
 
-    daemon = Daemon(settings, on_outcome=lambda outcome: status_line.done(_outcome_line(outcome)),
-                    progress=status_line if args.verbose else None)
+    kwargs = dict(on_outcome=lambda outcome: status_line.done(_outcome_line(outcome)),
+                  progress=status_line if args.verbose else None)
+    if settings.queue:
+        from auto_gvpie.jobqueue.dispatcher import Dispatcher  # RQ and Redis only with --queue
+        daemon = Dispatcher(settings, settings.queue, **kwargs)
+    else:
+        daemon = Daemon(settings, **kwargs)
     try:
         report = daemon.run(on_started=started)
     except DaemonRunning as exc:
@@ -529,6 +548,32 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
                          f"{counts['failed']} failed"
                          + ("; interrupted, the running task went back to pending" if report.interrupted else ""))
     return 130 if report.interrupted else EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run queued tasks until stopped (SIGINT/SIGTERM finish the running job first); 2 when the
+    dispatcher on the queue speaks another protocol or Redis cannot be reached at start."""
+    from auto_gvpie.jobqueue.worker import serve
+
+    status_line = StatusLine(enabled=not args.json)
+    serve(settings, settings.queue, on_started=lambda name: status_line.done(
+        f"auto-gvpie worker {name}: taking tasks from {settings.queue}, LLM {settings.llm_url}; "
+        "Ctrl-C or SIGTERM stops it after the running task"))
+    status_line.done("worker stopped")
+    return EXIT_OK
+
+
+def _queue_lines(settings: Settings) -> list[str]:
+    """The queue and its workers, when this home dispatches to one (asked of Redis, briefly)."""
+    from auto_gvpie.jobqueue import queue_url
+    url = settings.queue or queue_url(settings.state_dir)
+    if not url:
+        return []
+    try:
+        from auto_gvpie.jobqueue.broker import status_lines
+    except ImportError:
+        return [f"queue: {url} (install auto-gvpie[queue] to see its workers)"]
+    return status_lines(url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -547,9 +592,13 @@ def main(argv: list[str] | None = None) -> int:
         print("auto-gvpie: --samples must be between 1 and 16", file=sys.stderr)
         return EXIT_USAGE
     from auto_gvpie.architect import ArchitectError
+    from auto_gvpie.jobqueue import QueueError
     from auto_gvpie.llm import LLMError, LLMUnreachable
     from auto_gvpie.sandbox import SandboxError
     from auto_gvpie.workspace import WorkspaceError
+    if args.queue and not (args.daemon or args.worker or args.status):
+        print("auto-gvpie: --queue goes with --daemon (dispatch) or --worker (run tasks)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         settings = _settings(args)
         writes = not (args.status or args.dry_run or args.add or args.cancel or args.serve or args.report)
@@ -566,10 +615,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args, settings)
         if args.dry_run:
             return cmd_dry_run(args, settings)
+        if args.worker or (settings.queue and args.daemon):
+            if not settings.queue:
+                raise ConfigError("--worker needs --queue redis://HOST:PORT/DB")
+            _require_queue_library()
+        if args.worker:
+            return cmd_worker(args, settings)
         if args.daemon:
             return cmd_daemon(args, settings)
         return cmd_once(args, settings)
-    except (ConfigError, InboxError, WorkspaceError, SandboxError, ArchitectError) as exc:
+    except (ConfigError, InboxError, WorkspaceError, SandboxError, ArchitectError, QueueError) as exc:
         print(f"auto-gvpie: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LLMUnreachable as exc:  # the daemon, or a model that cannot even be opened

@@ -361,6 +361,21 @@ class StateStore:
             log.warning("recovered %d task(s) from dead leases: %s", len(recovered), ", ".join(recovered))
         return recovered
 
+    def adopt(self, owner_prefix: str) -> list[tuple[str, str]]:
+        """Leases whose owner starts with `owner_prefix` become this process's (a restarted queue
+        dispatcher takes back the tasks it handed to workers, so `recover_stale` keeps them);
+        returns (task id, owner) for each."""
+        with self._tx() as db:
+            rows = db.execute("SELECT id, lease_owner FROM tasks WHERE status='in_progress'"
+                              " AND substr(lease_owner, 1, ?) = ?", (len(owner_prefix), owner_prefix)).fetchall()
+            db.executemany("UPDATE tasks SET lease_pid=?, lease_host=?, lease_start=? WHERE id=?",
+                           [(os.getpid(), socket.gethostname(), _MY_START, row["id"]) for row in rows])
+        return [(row["id"], row["lease_owner"]) for row in rows]
+
+    def seed_attempts(self, task_id: str, attempts: int) -> None:
+        """A task's attempts so far, made elsewhere (a queue worker continues where an earlier round stopped)."""
+        self.db.execute("UPDATE tasks SET attempts=MAX(attempts, ?) WHERE id=?", (attempts, task_id))
+
     def live_leases(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT id FROM tasks WHERE status='in_progress'")}
 
