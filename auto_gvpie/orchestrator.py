@@ -619,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
             if not settings.queue:
                 raise ConfigError("--worker needs --queue redis://HOST:PORT/DB")
             _require_queue_library()
+            if args.daemon and (settings.goal or settings.roadmap):
+                raise ConfigError("the architect (--goal, --roadmap) does not propose through a queue yet: run it "
+                                  "without --queue, or queue tasks by hand")
         if args.worker:
             return cmd_worker(args, settings)
         if args.daemon:

@@ -317,6 +317,8 @@ def test_queue_flag_without_daemon_or_worker_is_a_usage_error(home):
     assert out.returncode == 2 and "--queue goes with --daemon" in out.stderr
     out = run_cli("--home", str(home), "--worker")
     assert out.returncode == 2 and "--worker needs --queue" in out.stderr
+    out = run_cli("--home", str(home), "--daemon", "--queue", "redis://127.0.0.1:1/0", "--goal", "x")
+    assert out.returncode == 2 and "does not propose through a queue yet" in out.stderr
 
 
 def test_cancel_of_a_task_running_on_a_worker_stops_its_job(tmp_path, repo, home, redis_server, procs):
