@@ -209,7 +209,7 @@ class Architect:
                 return self._end(Step("milestone_complete", f"'{milestone}': the model says it is achieved"))
             return self._discard(None, "it said the goal is achieved, but a goal without a roadmap has no end")
         proposal = self._without_judges(self._commands(proposal))
-        problem = self._problem(proposal)
+        problem = self._problem(proposal) or self._done_already(proposal, store)
         if problem:
             return self._discard(proposal, problem)
         if self.dry_run:
@@ -347,6 +347,20 @@ class Architect:
                 tail = " ".join(result.output.strip().splitlines()[-2:])[:300]
                 return (f"its check does not run: `{result.command}` exits {result.exit_code} (no such test: "
                         f"{tail}); name tests that exist, or a new test file listed in inputs")
+        return None
+
+    def _done_already(self, proposal: Proposal, store: StateStore) -> str | None:
+        """A task with the same check that is done: its patch is in the checkout, uncommitted, and
+        worktrees start from HEAD, so the check still fails there (seen in the soak: a milestone
+        proposed again after it was done). It is done until the user commits or rejects it."""
+        if not proposal.tests:
+            return None
+        states = store.all()
+        for task in read_inbox(self.settings.tasks_file):
+            state = states.get(task.id)
+            if state is not None and state.status == Status.DONE and set(task.tests) == set(proposal.tests):
+                return (f"task {task.id} with the same tests is done already (its patch is in your checkout, "
+                        f"not committed yet); propose a different step")
         return None
 
     def _commands(self, proposal: Proposal) -> Proposal:

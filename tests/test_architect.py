@@ -223,3 +223,12 @@ def test_test_ids_become_commands_with_the_users_runner(home, repo):
     (task,) = inbox(home)
     assert task["tests"] == ["python -m pytest -q test_calc.py::test_add"]
     assert "return a + b" in (repo / "calc.py").read_text()
+
+
+def test_a_proposal_with_the_check_of_a_done_task_is_discarded(home, repo):
+    # The fix is in the checkout, uncommitted: HEAD still fails the check, but the work is done.
+    with LLMServer([json.dumps(FIX_ADD), FIX, json.dumps(FIX_ADD)]) as server:
+        out = proposing(home, repo, server.url, "--max-iterations", "2")
+    assert out.returncode == 0, out.stderr
+    assert len(inbox(home)) == 1 and len(server.requests) == 3
+    assert "with the same tests is done already (its patch is in your checkout, not committed yet)" in out.stderr
