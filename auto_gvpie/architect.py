@@ -414,8 +414,12 @@ class Architect:
         """Re-run the tests of a few earlier solved tasks on the current tree; a failure is queued
         as a task of its own (no model involved: the commands are the user's, already run before)."""
         states = store.all()
+        # Only tasks finished before HEAD was committed: a newer one's patch may still wait, uncommitted,
+        # in the checkout, and HEAD would fail its tests without being a regression (seen in the soak).
+        head_time = float(git(self.settings.repo, "log", "-1", "--format=%ct", check=False).stdout.strip() or 0)
         tasks = [t for t in read_inbox(self.settings.tasks_file)
-                 if t.tests and states.get(t.id) is not None and states[t.id].status == Status.DONE]
+                 if t.tests and states.get(t.id) is not None and states[t.id].status == Status.DONE
+                 and (states[t.id].updated or 0) <= head_time]
         tasks = sorted(tasks, key=lambda t: states[t.id].updated or 0)[-REGRESSION_TASKS:]
         if not tasks:
             return None

@@ -232,3 +232,24 @@ def test_a_proposal_with_the_check_of_a_done_task_is_discarded(home, repo):
     assert out.returncode == 0, out.stderr
     assert len(inbox(home)) == 1 and len(server.requests) == 3
     assert "with the same tests is done already (its patch is in your checkout, not committed yet)" in out.stderr
+
+
+def test_every_fifth_iteration_the_tests_of_solved_tasks_are_re_run_and_a_regression_is_queued(home, repo):
+    write_tasks(home, [{"id": "fix-add", "title": "Fix add() in calc.py", "kind": "code", "inputs": ["calc.py"],
+                        "tests": ["python -m pytest -q test_calc.py::test_add"]}])
+    with LLMServer([FIX]) as server:
+        assert run_cli("--home", str(home), "--repo", str(repo), "--llm-url", server.url, "--no-memory",
+                       "--once").returncode == 0
+    time.sleep(1.1)  # commit times have whole seconds
+    git(repo, "commit", "-qam", "the fix")
+    (repo / "calc.py").write_text((repo / "calc.py").read_text().replace("a + b", "a - b"))
+    git(repo, "commit", "-qam", "a later change breaks add()")
+    (home / ".gvpie" / "architect.json").write_text(json.dumps({"iterations": 4}))
+    with LLMServer([FIX]) as server:  # no proposal is asked for: the regression needs no model
+        out = proposing(home, repo, server.url)
+    assert out.returncode == 0, out.stderr
+    assert "architect: regression" in out.stderr and "the tests of fix-add fail on the current tree" in out.stderr
+    from auto_gvpie.inbox import read_inbox
+    regression = [t for t in read_inbox(home / "auto_tasks.json") if t.source == "architect"]
+    assert len(regression) == 1 and regression[0].tests == ("python -m pytest -q test_calc.py::test_add",)
+    assert "return a + b" in (repo / "calc.py").read_text()  # and it was fixed again

@@ -23,9 +23,11 @@ from llm_server import LLMServer, Reply
 
 FAST = {"GVPIE_LLM_RETRIES": "0", "GVPIE_LLM_TIMEOUT": "20", "GVPIE_MEMORY": "0"}
 
+# A green box with a white border: what the 1 MB battery description asks, so the render report passes it.
 PIXEL = ('```json\n{"kind": "pixel_program", "version": 1, "name": "box",'
-         ' "canvas": {"width": 16, "height": 16}, "palette": {"fg": [0, 255, 0]},'
-         ' "ops": [{"op": "RECT", "x": 2, "y": 2, "width": 12, "height": 12, "color": "fg"}]}\n```\n')
+         ' "canvas": {"width": 16, "height": 16}, "palette": {"fg": [0, 255, 0], "edge": [255, 255, 255]},'
+         ' "ops": [{"op": "RECT", "x": 2, "y": 2, "width": 12, "height": 12, "color": "fg"},'
+         ' {"op": "RECT", "x": 1, "y": 1, "width": 14, "height": 14, "color": "edge", "fill": false}]}\n```\n')
 
 REPO_FILES = {"calc.py": CALC, "test_calc.py": TEST_CALC, ".gitignore": "__pycache__/\n"}
 LOCATION = re.compile(r"auto_tasks\.json:\d+:\d+")
