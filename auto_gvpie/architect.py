@@ -214,12 +214,18 @@ class Architect:
             return self._discard(proposal, problem)
         if self.dry_run:
             return self._end(Step("proposed", "dry run: nothing queued", proposal=proposal))
-        task = append_task(self.settings.tasks_file, proposal.as_task(milestone))
-        task_id = store.resolve([*read_inbox(self.settings.tasks_file)])[-1].id if task.title_key else task.id
-        books.queued += 1
-        books.tasks[task_id] = milestone or ""
+        task_id = self._queue(store, proposal.as_task(milestone), milestone or "")
         books.milestones.setdefault(milestone or "", _tally())["proposed"] += 1
         return self._end(Step("queued", "", task_id, proposal))
+
+    def _queue(self, store: StateStore, fields: dict, milestone: str) -> str:
+        """Append a task like --add and book it; its id as the worker will know it (a repeated
+        title gets its number from the store)."""
+        task = append_task(self.settings.tasks_file, fields)
+        task_id = store.resolve(read_inbox(self.settings.tasks_file))[-1].id if task.title_key else task.id
+        self.books.queued += 1
+        self.books.tasks[task_id] = milestone
+        return task_id
 
     def _discard(self, proposal: Proposal | None, reason: str) -> Step:
         self.books.discarded += 1
@@ -431,10 +437,7 @@ class Architect:
                           "description": f"These tests passed when task {task.id} was done and fail now:\n"
                           + "\n".join(f"$ {r.command} (exit {r.exit_code})\n{r.output.strip()[-800:]}" for r in failing),
                           "inputs": list(task.inputs), "tests": list(task.tests), "source": "architect"}
-                queued = append_task(self.settings.tasks_file, fields)
-                task_id = store.resolve(read_inbox(self.settings.tasks_file))[-1].id if queued.title_key else queued.id
-                self.books.queued += 1
-                self.books.tasks[task_id] = ""
+                task_id = self._queue(store, fields, "")
                 return Step("regression", f"the tests of {task.id} fail on the current tree", task_id)
         log.info("architect: the tests of %d earlier task(s) still pass", len(tasks))
         return None
